@@ -1,0 +1,67 @@
+"""Strict dataclass <-> dict conversion shared by every config in the project.
+
+Unknown keys are an error (a typo in a config file must not be silently ignored), nested
+dataclasses round-trip through JSON, and tuples come back as tuples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+from sfa_cache.errors import SfaError
+
+T = TypeVar("T")
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a (possibly nested) config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
+    """Build `cls` from `data`, rejecting keys `cls` does not define.
+
+    Nested dataclass fields are built recursively; list values become tuples where the field is
+    typed as a tuple. `where` names the config in error messages (e.g. 'config.json: model').
+    """
+    if not isinstance(data, dict):
+        raise SfaError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise SfaError(
+            f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; "
+            f"known keys are {', '.join(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, where=f"{where or cls.__name__}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required key is missing
+        raise SfaError(f"{where or cls.__name__}: {e}") from None
+
+
+def _coerce(hint: Any, value: Any, *, where: str) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return config_from_dict(hint, value, where=where)
+    origin = typing.get_origin(hint)
+    if origin is tuple and isinstance(value, list):
+        return tuple(value)
+    if origin is typing.Union:  # Optional[X]
+        for arg in typing.get_args(hint):
+            if arg is not type(None) and value is not None:
+                return _coerce(arg, value, where=where)
+    return value
+
+
+def replace_checked(cfg: T, **changes: Any) -> T:
+    """`dataclasses.replace` with the same unknown-key error as `config_from_dict`."""
+    names = {f.name for f in dataclasses.fields(cfg)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise SfaError(f"{type(cfg).__name__}: unknown key(s) {', '.join(unknown)}")
+    return dataclasses.replace(cfg, **changes)

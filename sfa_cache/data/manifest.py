@@ -1,0 +1,105 @@
+"""CSV manifests: `path,label[,split]`, paths relative to a root, labels as names or indices."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from sfa_cache.atomic import atomic_write_json
+from sfa_cache.errors import SfaError
+
+CLASSES_FILE = "classes.json"
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: Path  # resolved against the root
+    label: int  # index into the class list
+    row: int  # 0-based data row in the source CSV (the clip's id everywhere downstream)
+
+
+@dataclass
+class Manifest:
+    source: Path
+    entries: list[ManifestEntry]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def _read_rows(csv_path: Path) -> list[dict[str, str]]:
+    if not csv_path.is_file():
+        raise SfaError(f"manifest not found: {csv_path}")
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        if "path" not in fields or "label" not in fields:
+            raise SfaError(f"{csv_path}: header must have 'path' and 'label' columns, found {fields}")
+        return list(reader)
+
+
+def infer_classes(csv_path: str | os.PathLike) -> list[str]:
+    """Class list implied by a manifest: indices -> '0'..'N-1', names -> sorted unique names."""
+    labels = [r["label"].strip() for r in _read_rows(Path(csv_path))]
+    if labels and all(lab.isdigit() for lab in labels):
+        return [str(i) for i in range(max(int(lab) for lab in labels) + 1)]
+    return sorted(set(labels))
+
+
+def read_manifest(
+    csv_path: str | os.PathLike,
+    classes: Sequence[str],
+    root: Optional[str | os.PathLike] = None,
+    split: Optional[str] = None,
+) -> Manifest:
+    """Read `csv_path` with labels resolved against `classes`.
+
+    `root` (default: the CSV's folder) anchors relative paths. `split` keeps only rows whose
+    `split` column equals it; it is ignored for a manifest without that column.
+    """
+    csv_path = Path(csv_path)
+    rows = _read_rows(csv_path)
+    base = Path(root) if root is not None else csv_path.parent
+    index = {name: i for i, name in enumerate(classes)}
+    entries = []
+    for row_id, row in enumerate(rows):
+        if split is not None and "split" in row and row["split"].strip() != split:
+            continue
+        label = row["label"].strip()
+        if label in index:
+            label_id = index[label]
+        elif label.isdigit() and int(label) < len(classes):
+            label_id = int(label)
+        else:
+            raise SfaError(
+                f"{csv_path} line {row_id + 2}: label {label!r} is not in the class list "
+                f"({len(classes)} classes: {', '.join(list(classes)[:5])}{' ...' if len(classes) > 5 else ''})"
+            )
+        path = Path(row["path"].strip())
+        entries.append(ManifestEntry(path if path.is_absolute() else base / path, label_id, row_id))
+    if not entries:
+        raise SfaError(f"{csv_path}: no rows" + (f" with split={split!r}" if split else ""))
+    return Manifest(csv_path, entries, list(classes))
+
+
+def read_classes_file(path: str | os.PathLike) -> list[str]:
+    """A class list from a .json list or a text file with one name per line."""
+    path = Path(path)
+    if not path.is_file():
+        raise SfaError(f"class list not found: {path}")
+    if path.suffix == ".json":
+        classes = json.loads(path.read_text())
+    else:
+        classes = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not classes or len(set(classes)) != len(classes):
+        raise SfaError(f"{path}: the class list is empty or has duplicate names")
+    return [str(c) for c in classes]
+
+
+def save_classes(run_dir: str | os.PathLike, classes: Sequence[str]) -> None:
+    atomic_write_json(Path(run_dir) / CLASSES_FILE, list(classes))

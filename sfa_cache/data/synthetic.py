@@ -1,0 +1,167 @@
+"""A moving-shapes action dataset, written as real H.264 .mp4 files with manifests.
+
+Two families of classes, one shape acting per clip over a noisy background with a static
+distractor shape:
+
+* `move_left/right/up/down`: the shape travels across the frame. Any 2+ ordered frames tell the
+  direction, so 8-frame models solve these: they show that temporal *order* matters.
+* `flash_1x/2x/3x`: the shape stays put (small jitter) and turns white `k` times, each flash
+  `flash_len` frames long. With `flash_len = 4` of 64 frames, 8 uniformly sampled frames see each
+  flash with probability 1/2, so the count is ambiguous; 32 frames see every flash twice. These
+  classes need *more frames*: the reason Stage 2 at many frames beats Stage 1 at 8.
+
+Everything is a pure function of (`seed`, split, clip number): the same seed gives the same
+videos, and a partially written dataset is finished on rerun.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from sfa_cache.atomic import atomic_write_json, atomic_write_text
+from sfa_cache.configs import config_to_dict
+from sfa_cache.errors import SfaError
+from sfa_cache.video.writer import write_video
+
+MOTION_CLASSES = ("move_left", "move_right", "move_up", "move_down")
+FLASH_CLASSES = ("flash_1x", "flash_2x", "flash_3x")
+CLASSES = MOTION_CLASSES + FLASH_CLASSES
+WHITE = np.array([255, 255, 255], dtype=np.float32)
+
+
+@dataclass
+class SyntheticConfig:
+    train_per_class: int = 40
+    val_per_class: int = 12
+    num_frames: int = 64
+    size: int = 64  # frame side in pixels (even)
+    flash_len: int = 4  # frames per flash
+    fps: int = 16
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.size < 16 or self.size % 2:
+            raise SfaError(f"size must be an even number >= 16, got {self.size}")
+        if self.train_per_class < 1 or self.val_per_class < 1:
+            raise SfaError("clips per class must be >= 1")
+        if self.flash_len < 1:
+            raise SfaError(f"flash length must be >= 1, got {self.flash_len}")
+        # Three non-overlapping flashes separated by at least one flash length must fit.
+        if self.num_frames < 6 * self.flash_len:
+            raise SfaError(f"num_frames must be >= 6 * flash_len = {6 * self.flash_len}, got {self.num_frames}")
+
+
+def _shape_mask(kind: str, cy: float, cx: float, r: float, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    if kind == "square":
+        return (np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= r)
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    """A saturated, non-white colour (one channel high, one low)."""
+    c = rng.uniform(0, 120, size=3)
+    c[rng.integers(3)] = rng.uniform(170, 230)
+    return c.astype(np.float32)
+
+
+def _flash_starts(rng: np.random.Generator, k: int, num_frames: int, flash_len: int) -> list[int]:
+    """`k` flash start frames with gaps of at least `flash_len` dark frames between flashes."""
+    # Place k flashes (each flash_len + one flash_len of gap) in the free room uniformly.
+    free = num_frames - k * 2 * flash_len + flash_len
+    cuts = np.sort(rng.integers(0, free + 1, size=k))
+    return [int(cuts[i] + i * 2 * flash_len) for i in range(k)]
+
+
+def render_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """One clip of class `label` -> uint8 [num_frames, size, size, 3]."""
+    T, S = cfg.num_frames, cfg.size
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
+    background = rng.uniform(10, 70, size=3).astype(np.float32)
+    r = rng.uniform(0.09, 0.14) * S
+    kind = rng.choice(["square", "disk"])
+    colour = _random_colour(rng)
+    # A static distractor shape, away from the border.
+    d_r = rng.uniform(0.05, 0.08) * S
+    d_mask = _shape_mask(rng.choice(["square", "disk"]), *rng.uniform(0.2 * S, 0.8 * S, 2), d_r, yy, xx)
+    d_colour = _random_colour(rng)
+
+    margin = r + 1
+    if label in MOTION_CLASSES:
+        travel = rng.uniform(0.35, 0.55) * S
+        along = np.linspace(-travel / 2, travel / 2, T)
+        centre = rng.uniform(margin + travel / 2, S - margin - travel / 2, size=2)
+        cy = np.full(T, centre[0])
+        cx = np.full(T, centre[1])
+        if label == "move_left":
+            cx = centre[1] - along
+        elif label == "move_right":
+            cx = centre[1] + along
+        elif label == "move_up":
+            cy = centre[0] - along
+        else:
+            cy = centre[0] + along
+        lit = np.zeros(T, dtype=bool)
+    else:
+        start = rng.uniform(margin + 2, S - margin - 2, size=2)
+        jitter = np.clip(np.cumsum(rng.normal(0, 0.3, size=(T, 2)), axis=0), -2, 2)
+        cy, cx = start[0] + jitter[:, 0], start[1] + jitter[:, 1]
+        lit = np.zeros(T, dtype=bool)
+        k = FLASH_CLASSES.index(label) + 1
+        for s in _flash_starts(rng, k, T, cfg.flash_len):
+            lit[s : s + cfg.flash_len] = True
+
+    frames = np.empty((T, S, S, 3), dtype=np.uint8)
+    for t in range(T):
+        img = np.broadcast_to(background, (S, S, 3)).copy()
+        img[d_mask] = d_colour
+        img[_shape_mask(kind, cy[t], cx[t], r, yy, xx)] = WHITE if lit[t] else colour
+        img += rng.normal(0, 6, size=(S, S, 1)).astype(np.float32)  # sensor noise
+        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames
+
+
+def make_synthetic(out: str | Path, cfg: SyntheticConfig, progress: Optional[Callable[[int], None]] = None) -> dict[str, Path]:
+    """Write videos, `train.csv`, `val.csv`, `classes.txt` and `synthetic.json` under `out`.
+
+    Rerunning with the same config finishes an interrupted dataset (existing videos are kept);
+    a folder holding anything else is refused. Returns the paths of the two manifests.
+    """
+    cfg.validate()
+    out = Path(out)
+    meta_path = out / "synthetic.json"
+    meta = {"format": 1, "classes": list(CLASSES), "config": config_to_dict(cfg)}
+    if meta_path.is_file():
+        if json.loads(meta_path.read_text()) != meta:
+            raise SfaError(f"{out} holds a synthetic dataset with other settings; choose another OUT")
+    elif out.exists() and any(out.iterdir()):
+        raise SfaError(f"{out} is not empty and is not a synthetic dataset; choose another OUT")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(meta_path, meta)  # first: claims the folder for this config
+
+    manifests = {}
+    for split_id, (split, per_class) in enumerate((("train", cfg.train_per_class), ("val", cfg.val_per_class))):
+        rows = []
+        for n in range(per_class * len(CLASSES)):
+            label = CLASSES[n % len(CLASSES)]
+            rel = Path("videos") / split / f"{n:06d}.mp4"
+            if not (out / rel).is_file():  # write_video is atomic: a present file is complete
+                rng = np.random.default_rng([cfg.seed, split_id, n])
+                write_video(out / rel, render_clip(label, cfg, rng), fps=cfg.fps)
+            rows.append((rel.as_posix(), label))
+            if progress is not None:
+                progress(1)
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["path", "label"])
+        writer.writerows(rows)
+        manifests[split] = out / f"{split}.csv"
+        atomic_write_text(manifests[split], buf.getvalue())
+    atomic_write_text(out / "classes.txt", "\n".join(CLASSES) + "\n")
+    return manifests

@@ -1,0 +1,110 @@
+"""Map-style dataset of decoded, transformed clips for end-to-end training (Stage 1, baselines)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler, default_collate
+
+from sfa_cache.data.failures import record_failure
+from sfa_cache.data.manifest import Manifest
+from sfa_cache.errors import VideoReadError
+from sfa_cache.video.reader import open_video
+from sfa_cache.video.sampling import uniform_indices
+from sfa_cache.video.transforms import AugmentConfig, eval_transform, train_transform
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClipSpec:
+    """How a clip is made from a video."""
+
+    frames: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train: bool
+    backend: str = "decord"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+class VideoClipDataset(torch.utils.data.Dataset):
+    """Items are keyed `(epoch, index)` (see `EpochSampler`) -> (clip [T, 3, S, S], label) or None.
+
+    All randomness of an item (frame offsets, crop, flip, jitter) comes from a generator seeded
+    by (seed, epoch, index): the same item is identical whatever the worker count or order, and a
+    resumed run sees exactly the clips an uninterrupted one would. A video that cannot be read
+    returns None (dropped by `collate_skip_failed`) and is appended to `failure_log`.
+    """
+
+    def __init__(self, manifest: Manifest, spec: ClipSpec, seed: int = 0, failure_log: Optional[str | os.PathLike] = None) -> None:
+        self.manifest = manifest
+        self.spec = spec
+        self.seed = seed
+        self.failure_log = failure_log
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> Optional[tuple[torch.Tensor, int]]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        entry = self.manifest.entries[index]
+        rng = np.random.default_rng([self.seed, epoch, index])
+        s = self.spec
+        try:
+            reader = open_video(entry.path, s.backend)
+            frames = reader.get_frames(uniform_indices(reader.num_frames, s.frames, train=s.train, rng=rng))
+        except VideoReadError as e:
+            log.warning("skipping %s", e)
+            record_failure(self.failure_log, path=e.path, reason=e.reason, row=entry.row)
+            return None
+        if s.train:
+            clip = train_transform(frames, s.image_size, s.mean, s.std, rng, s.augment)
+        else:
+            clip = eval_transform(frames, s.image_size, s.mean, s.std)
+        return clip, entry.label
+
+
+def collate_skip_failed(batch: list[Any]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], int]:
+    """Drop failed items: -> (clips [B, T, 3, S, S], labels [B], number dropped).
+
+    When every item failed, clips and labels are None (the loops skip the batch but count it).
+    """
+    ok = [item for item in batch if item is not None]
+    if not ok:
+        return None, None, len(batch)
+    clips, labels = default_collate(ok)
+    return clips, labels, len(batch) - len(ok)
+
+
+class EpochSampler(Sampler):
+    """Yields `(epoch, index)` keys; the order is a pure function of (seed, epoch).
+
+    The epoch travels with each key because persistent DataLoader workers hold their own copy of
+    the dataset, so setting an epoch on the dataset in the parent would not reach them.
+    """
+
+    def __init__(self, size: int, *, shuffle: bool, seed: int = 0) -> None:
+        self.size = size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, 0x5A]).permutation(self.size)
+        else:
+            order = np.arange(self.size)
+        return iter((self.epoch, int(i)) for i in order)

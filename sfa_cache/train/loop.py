@@ -1,0 +1,178 @@
+"""The training step and evaluation, shared by Stage 1 (frames) and Stage 2 (cached tokens).
+
+Batches are `(inputs, labels, dropped)` from `collate_skip_failed` (inputs and labels None when
+every item of the batch failed to decode); `inputs` is whatever the model's forward takes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sfa_cache.errors import SfaError
+from sfa_cache.train.losses import mixup, soft_cross_entropy, soft_targets
+from sfa_cache.train.metrics import topk_correct
+from sfa_cache.train.optim import build_optimizer, lr_at, set_lr
+
+AMP_MODES = ("none", "bf16", "fp16")
+# Redraw bars often on a terminal, rarely in a log file (each redraw is a line there).
+BAR_INTERVAL = 1.0 if sys.stderr.isatty() else 30.0
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation hyper-parameters (defaults: the paper's Kinetics recipe, supp. Table 1)."""
+
+    epochs: int = 30
+    batch_size: int = 8  # clips per step per process; see accum_steps for the effective batch
+    accum_steps: int = 1  # micro-batches per optimiser step
+    optimizer: str = "sgd"  # sgd (momentum, paper) | adamw
+    lr: float = 0.1  # peak learning rate after warmup
+    min_lr: float = 0.0  # end of the cosine
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    warmup_epochs: float = 2.5
+    clip_grad: Optional[float] = 1.0  # max global grad norm; None disables
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 disables
+    amp: str = "none"  # none | bf16 | fp16 (fp16 only on CUDA)
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise SfaError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.accum_steps < 1:
+            raise SfaError("batch size and accumulation steps must be >= 1")
+        if self.lr <= 0:
+            raise SfaError(f"learning rate must be positive, got {self.lr}")
+        if self.amp not in AMP_MODES:
+            raise SfaError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise SfaError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise SfaError("--amp fp16 needs a CUDA device; use bf16 on CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+class Trainer:
+    """Owns the optimiser, the grad scaler and the global step; one call per epoch.
+
+    Randomness inside a step (mixup, drop path, dropout) is re-seeded from (seed, epoch) at the
+    start of every epoch, so a run resumed at an epoch boundary replays exactly.
+    """
+
+    def __init__(self, model: nn.Module, cfg: OptimConfig, *, steps_per_epoch: int, num_classes: int, device: torch.device, seed: int = 0) -> None:
+        cfg.validate()
+        self.model = model
+        self.cfg = cfg
+        self.device = device
+        self.seed = seed
+        self.num_classes = num_classes
+        self.micro_per_epoch = steps_per_epoch
+        self.steps_per_epoch = math.ceil(steps_per_epoch / cfg.accum_steps)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        self.step = 0
+        self.epoch = 0  # epochs completed
+
+    def lr(self) -> float:
+        c = self.cfg
+        return lr_at(self.step, base_lr=c.lr, total_steps=self.total_steps, warmup_steps=self.warmup_steps, min_lr=c.min_lr)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "seed": self.seed,
+            # No RNG blobs: all randomness is derived from (seed, epoch[, clip]), see class doc.
+            "rng": "derived from (seed, epoch)",
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+
+    def train_epoch(self, loader: Iterable, *, log_every: int = 0, log: Any = None, desc: str = "train") -> dict[str, float]:
+        """One pass over `loader`; returns mean loss, clips seen, clips dropped, seconds."""
+        cfg, model, opt = self.cfg, self.model, self.optimizer
+        torch.manual_seed(self.seed * 100_003 + self.epoch)
+        mix_rng = np.random.default_rng([self.seed, self.epoch, 0x313])
+        model.train()
+        opt.zero_grad(set_to_none=True)
+        total_loss, seen, dropped, t0 = 0.0, 0, 0, time.perf_counter()
+        bar = tqdm(loader, total=self.micro_per_epoch, desc=desc, unit="batch", dynamic_ncols=True, mininterval=BAR_INTERVAL, leave=False)
+        for i, batch in enumerate(bar):
+            last = i + 1 == self.micro_per_epoch
+            x, y, n_dropped = batch
+            dropped += n_dropped
+            if x is not None:
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                targets = soft_targets(y, self.num_classes, cfg.label_smoothing)
+                x, targets = mixup(x, targets, cfg.mixup, mix_rng)
+                with autocast(self.device, cfg.amp):
+                    loss = soft_cross_entropy(model(x), targets)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower --lr or use --amp none")
+                self.scaler.scale(loss / cfg.accum_steps).backward()
+                total_loss += loss.item() * y.shape[0]
+                seen += y.shape[0]
+            if (i + 1) % cfg.accum_steps == 0 or last:
+                lr = self.lr()
+                set_lr(opt, lr)
+                if cfg.clip_grad:
+                    self.scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.clip_grad)
+                self.scaler.step(opt)
+                self.scaler.update()
+                opt.zero_grad(set_to_none=True)
+                self.step += 1
+                rate = seen / max(1e-9, time.perf_counter() - t0)
+                bar.set_postfix(loss=f"{total_loss / max(1, seen):.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
+                if log is not None and log_every and self.step % log_every == 0:
+                    log({"kind": "train", "epoch": self.epoch + 1, "step": self.step, "loss": total_loss / max(1, seen), "lr": lr, "clips_per_s": rate})
+        bar.close()
+        self.epoch += 1
+        return {"train_loss": total_loss / max(1, seen), "train_clips": seen, "train_dropped": dropped, "train_seconds": time.perf_counter() - t0}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, num_classes: int, amp: str = "none", desc: str = "eval") -> dict[str, float]:
+    """Mean cross-entropy, top-1 and top-5 (in %) over `loader`; failed clips are counted apart."""
+    model.eval()
+    loss_sum, n, dropped = 0.0, 0, 0
+    hits = {1: 0, 5: 0}
+    for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, mininterval=BAR_INTERVAL, leave=False):
+        x, y, n_dropped = batch
+        dropped += n_dropped
+        if x is None:
+            continue
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(x)
+        loss_sum += soft_cross_entropy(logits, soft_targets(y, num_classes)).item() * y.shape[0]
+        for k, v in topk_correct(logits, y).items():
+            hits[k] += v
+        n += y.shape[0]
+    if n == 0:
+        return {"val_loss": float("nan"), "val_top1": float("nan"), "val_top5": float("nan"), "val_clips": 0, "val_dropped": dropped}
+    return {"val_loss": loss_sum / n, "val_top1": 100.0 * hits[1] / n, "val_top5": 100.0 * hits[5] / n, "val_clips": n, "val_dropped": dropped}

@@ -1,0 +1,56 @@
+"""Optimisers and the learning-rate schedule (cosine with linear warmup, as in ViViT)."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from sfa_cache.errors import SfaError
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters split into decayed (matrices) and not decayed (biases, norms,
+    position embeddings, CLS tokens), the usual ViT convention."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "reg_token")):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay)
+    if not any(g["params"] for g in groups):
+        raise SfaError("the model has no trainable parameters")
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise SfaError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def lr_at(step: int, *, base_lr: float, total_steps: int, warmup_steps: int, min_lr: float = 0.0) -> float:
+    """Linear warmup from 0 to `base_lr` over `warmup_steps`, then cosine decay to `min_lr`."""
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    decay_steps = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def trainable_count(params: Iterable[nn.Parameter]) -> int:
+    return sum(p.numel() for p in params if p.requires_grad)

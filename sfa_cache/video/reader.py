@@ -1,0 +1,131 @@
+"""Video readers: decord (default) and PyAV, one interface, one error type.
+
+Both return RGB uint8 frames `[T, H, W, 3]` for requested frame indices. Indices past the last
+frame are clamped to it (containers sometimes report more frames than decode). The decoders are
+imported lazily so that merely importing this module in a DataLoader parent process does not
+initialise decord / FFmpeg before workers fork (see ARCHITECTURE.md, field pitfalls).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from sfa_cache.errors import VideoReadError
+
+BACKENDS = ("decord", "pyav")
+
+
+class VideoReader(Protocol):
+    path: str
+    num_frames: int
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """[T] frame indices -> [T, H, W, 3] uint8 RGB."""
+        ...
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise VideoReadError(path, "file not found")
+    if not os.path.isfile(path):
+        raise VideoReadError(path, "not a regular file")
+    if os.path.getsize(path) == 0:
+        raise VideoReadError(path, "empty file (0 bytes)")
+
+
+def _clamp(indices: Sequence[int], num_frames: int) -> np.ndarray:
+    return np.clip(np.asarray(indices, dtype=np.int64), 0, num_frames - 1)
+
+
+class DecordReader:
+    """decord.VideoReader on the CPU, single-threaded (parallelism comes from data workers)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        _check_file(self.path)
+        import decord
+
+        try:
+            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=1)
+            self.num_frames = len(self._vr)
+        except Exception as e:  # decord raises DECORDError / RuntimeError with FFmpeg's message
+            raise VideoReadError(self.path, _first_line(e)) from None
+        if self.num_frames < 1:
+            raise VideoReadError(self.path, "no decodable video frames")
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        try:
+            return self._vr.get_batch(_clamp(indices, self.num_frames).tolist()).asnumpy()
+        except Exception as e:
+            raise VideoReadError(self.path, f"decode failed: {_first_line(e)}") from None
+
+
+class PyAVReader:
+    """PyAV decoding from the start of the stream (exact frame positions, no seek errors on VFR)."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        _check_file(self.path)
+        import av
+
+        try:
+            with av.open(self.path) as container:
+                if not container.streams.video:
+                    raise VideoReadError(self.path, "no video stream")
+                stream = container.streams.video[0]
+                # stream.frames comes from the container header and is 0 for some formats;
+                # counting demuxed packets is exact for those and needs no decoding.
+                self.num_frames = stream.frames or sum(
+                    1 for p in container.demux(stream) if p.size > 0
+                )
+        except VideoReadError:
+            raise
+        except Exception as e:  # av.error.FFmpegError and friends
+            raise VideoReadError(self.path, _first_line(e)) from None
+        if self.num_frames < 1:
+            raise VideoReadError(self.path, "no decodable video frames")
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        import av
+
+        wanted = _clamp(indices, self.num_frames)
+        last = int(wanted.max())
+        frames: dict[int, np.ndarray] = {}
+        keep = set(wanted.tolist())
+        try:
+            with av.open(self.path) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                for i, frame in enumerate(container.decode(stream)):
+                    if i in keep:
+                        frames[i] = frame.to_ndarray(format="rgb24")
+                    if i >= last:
+                        break
+        except Exception as e:
+            if not frames:
+                raise VideoReadError(self.path, f"decode failed: {_first_line(e)}") from None
+        if not frames:
+            raise VideoReadError(self.path, "no frame decoded")
+        # A stream that decodes fewer frames than its header claims: clamp to what decoded.
+        decoded = sorted(frames)
+        return np.stack([frames[i] if i in frames else frames[decoded[-1]] for i in wanted.tolist()])
+
+
+def open_video(path: str | os.PathLike, backend: str = "decord") -> VideoReader:
+    """Open `path` with the named backend; raises VideoReadError for unreadable files."""
+    if backend == "decord":
+        return DecordReader(path)
+    if backend == "pyav":
+        return PyAVReader(path)
+    raise ValueError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+

@@ -1,0 +1,61 @@
+"""Which frames of a video to decode.
+
+Both samplers always return `n` valid indices in [0, num_frames): a video shorter than the
+request (even a single frame) yields repeated indices, never an error or an out-of-range seek.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from sfa_cache.errors import SfaError
+
+
+def _check(num_frames: int, n: int) -> None:
+    if n < 1:
+        raise SfaError(f"frames must be >= 1, got {n}")
+    if num_frames < 1:
+        raise SfaError(f"cannot sample from a video with {num_frames} frames")
+
+
+def uniform_indices(
+    num_frames: int, n: int, *, train: bool, rng: Optional[np.random.Generator] = None
+) -> np.ndarray:
+    """Segment sampling (TSN / ViViT): split the video into `n` equal segments, take one frame each.
+
+    Training picks a random frame inside each segment (`rng` required); evaluation takes each
+    segment's centre, so eval sampling is deterministic. Returns int64 [n], non-decreasing.
+    """
+    _check(num_frames, n)
+    seg = num_frames / n
+    if train:
+        if rng is None:
+            raise ValueError("training sampling needs an rng")
+        offsets = rng.random(n)
+    else:
+        offsets = np.full(n, 0.5)
+    idx = np.floor((np.arange(n) + offsets) * seg).astype(np.int64)
+    return np.clip(idx, 0, num_frames - 1)
+
+
+def dense_indices(
+    num_frames: int, n: int, stride: int, *, train: bool, rng: Optional[np.random.Generator] = None
+) -> np.ndarray:
+    """`n` frames at a fixed `stride` from a start point (random in training, centred in eval).
+
+    A window longer than the video is clamped at the last frame (the tail repeats).
+    """
+    _check(num_frames, n)
+    if stride < 1:
+        raise SfaError(f"stride must be >= 1, got {stride}")
+    span = (n - 1) * stride + 1
+    room = max(0, num_frames - span)
+    if train:
+        if rng is None:
+            raise ValueError("training sampling needs an rng")
+        start = int(rng.integers(0, room + 1))
+    else:
+        start = room // 2
+    return np.minimum(start + np.arange(n) * stride, num_frames - 1).astype(np.int64)

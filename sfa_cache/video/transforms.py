@@ -1,0 +1,100 @@
+"""Clip transforms on tensors. One set of random parameters per clip, applied to every frame.
+
+Input: uint8 `[T, H, W, 3]` (as decoded). Output: float32 `[T, 3, S, S]`, normalised with the
+backbone's mean/std. Training follows the paper's augmentation (supplementary Table 1): scale
+jitter in [0.9, 1.33] + random crop, flip p=0.5, colour jitter p=0.8. Evaluation resizes the
+short side and takes the centre crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Short side before cropping, relative to the crop: 256/224 as in ImageNet / ViViT evaluation.
+RESIZE_RATIO = 256 / 224
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation (paper defaults; presets may switch colour jitter off)."""
+
+    min_scale: float = 0.9  # scale jitter range: short side = S * RESIZE_RATIO * U(min, max)
+    max_scale: float = 1.33
+    flip_prob: float = 0.5
+    color_jitter_prob: float = 0.8
+    color_jitter: float = 0.4  # brightness / contrast / saturation factors drawn in 1 +- this
+
+
+def _to_float(clip: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float32 [T, 3, H, W] in [0, 1]."""
+    clip = torch.as_tensor(clip)
+    return clip.permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _resize_short(x: torch.Tensor, short: int) -> torch.Tensor:
+    H, W = x.shape[-2:]
+    scale = short / min(H, W)
+    size = (max(short, round(H * scale)), max(short, round(W * scale)))
+    if size == (H, W):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+
+
+def _crop(x: torch.Tensor, top: int, left: int, size: int) -> torch.Tensor:
+    return x[..., top : top + size, left : left + size]
+
+
+def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    m = torch.tensor(mean, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def _grey(x: torch.Tensor) -> torch.Tensor:
+    """[T, 3, H, W] -> [T, 1, H, W] luma (ITU-R 601)."""
+    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+
+
+def color_jitter(x: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
+    """Multiplicative brightness, contrast (around the clip's mean grey) and saturation."""
+    x = x * brightness
+    x = (x - _grey(x).mean()) * contrast + _grey(x).mean()
+    g = _grey(x)
+    x = (x - g) * saturation + g
+    return x.clamp_(0.0, 1.0)
+
+
+def train_transform(
+    clip: torch.Tensor | np.ndarray,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    rng: np.random.Generator,
+    aug: AugmentConfig = AugmentConfig(),
+) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float [T, 3, size, size], one random draw per clip."""
+    x = _to_float(clip)
+    scale = rng.uniform(aug.min_scale, aug.max_scale)
+    x = _resize_short(x, max(size, round(size * RESIZE_RATIO * scale)))
+    H, W = x.shape[-2:]
+    x = _crop(x, int(rng.integers(0, H - size + 1)), int(rng.integers(0, W - size + 1)), size)
+    if rng.random() < aug.flip_prob:
+        x = x.flip(-1)
+    if rng.random() < aug.color_jitter_prob:
+        b, c, s = rng.uniform(1 - aug.color_jitter, 1 + aug.color_jitter, size=3)
+        x = color_jitter(x, float(b), float(c), float(s))
+    return _normalise(x.contiguous(), mean, std)
+
+
+def eval_transform(
+    clip: torch.Tensor | np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float [T, 3, size, size]: short side to size*256/224, centre crop."""
+    x = _resize_short(_to_float(clip), round(size * RESIZE_RATIO))
+    H, W = x.shape[-2:]
+    x = _crop(x, (H - size) // 2, (W - size) // 2, size)
+    return _normalise(x.contiguous(), mean, std)
