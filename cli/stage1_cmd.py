@@ -72,6 +72,7 @@ def stage1_cmd(ctx: click.Context, resume: bool, **_: object) -> None:
           --backbone vit_tiny_patch16_224 --image-size 32 --epochs 3 --lr 0.05 --out runs/s1
     """
     values = explicit_params(ctx)  # preset < explicit flags: defaults come from Stage1Config
+    values.pop("resume", None)  # how to run, not what to run
     if values.get("clip_grad") == 0:
         values["clip_grad"] = None
     cfg = resolve_config(values)

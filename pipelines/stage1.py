@@ -22,6 +22,7 @@ from sfa_cache.data.manifest import Manifest, infer_classes, read_classes_file, 
 from sfa_cache.data.video_dataset import ClipSpec, EpochSampler, VideoClipDataset
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig, temporal_preset
+from sfa_cache.models.spatial import create_backbone
 from sfa_cache.models.vivit import ViViTFE, save_model_weights
 from sfa_cache.train import run_dir as rd
 from sfa_cache.train.loop import OptimConfig, Trainer, evaluate
@@ -125,20 +126,27 @@ def _check_videos_exist(manifest: Manifest) -> None:
                     len(missing), len(manifest), manifest.source, missing[0])
 
 
-def build_model_config(cfg: Stage1Config, num_classes: int, embed_dim: Optional[int] = None) -> ViViTConfig:
+def build_model_config(cfg: Stage1Config, num_classes: int) -> ViViTConfig:
     spatial = SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size, frame_chunk=cfg.frame_chunk, drop_path=cfg.drop_path)
     temporal = TemporalConfig(num_frames=cfg.frames, depth=cfg.temporal_depth or 4, drop_path=cfg.drop_path)
-    if cfg.temporal_preset is not None:
-        if embed_dim is None:
-            raise ValueError("embed_dim needed to apply a temporal preset")
+    if cfg.temporal_preset is not None:  # the preset must match the backbone's width
+        with torch.device("meta"):  # shapes only: no memory, no initialisation
+            embed_dim = create_backbone(spatial).embed_dim
         temporal = dataclasses.replace(
             temporal_preset(cfg.temporal_preset, embed_dim, cfg.frames, cfg.temporal_depth), drop_path=cfg.drop_path
         )
     return ViViTConfig(num_classes=num_classes, spatial=spatial, adapter=AdapterConfig("none"), temporal=temporal)
 
 
-def _identity(train_cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in train_cfg.items() if k not in RUNTIME_KEYS}
+def _identity(train_cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flattened settings that define a run's result ('optim.lr': 0.1, ...)."""
+    flat: dict[str, Any] = {}
+    for k, v in train_cfg.items():
+        if isinstance(v, dict):
+            flat.update(_identity(v, f"{prefix}{k}."))
+        elif k not in RUNTIME_KEYS:
+            flat[prefix + k] = v
+    return flat
 
 
 def _prepare_out(cfg: Stage1Config, resume: bool) -> bool:
@@ -169,10 +177,6 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
         if m is not None:
             _check_videos_exist(m)
     model_cfg = build_model_config(cfg, len(classes))
-    if cfg.temporal_preset is not None:  # the preset needs the backbone's width
-        from sfa_cache.models.spatial import create_backbone
-
-        model_cfg = build_model_config(cfg, len(classes), create_backbone(model_cfg.spatial).embed_dim)
     torch.manual_seed(cfg.seed)
     model = ViViTFE(model_cfg, pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights)
     if cfg.backbone_weights is None and not cfg.pretrained:

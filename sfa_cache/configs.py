@@ -56,12 +56,3 @@ def _coerce(hint: Any, value: Any, *, where: str) -> Any:
             if arg is not type(None) and value is not None:
                 return _coerce(arg, value, where=where)
     return value
-
-
-def replace_checked(cfg: T, **changes: Any) -> T:
-    """`dataclasses.replace` with the same unknown-key error as `config_from_dict`."""
-    names = {f.name for f in dataclasses.fields(cfg)}
-    unknown = sorted(set(changes) - names)
-    if unknown:
-        raise SfaError(f"{type(cfg).__name__}: unknown key(s) {', '.join(unknown)}")
-    return dataclasses.replace(cfg, **changes)

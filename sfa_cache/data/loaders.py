@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sfa_cache.data.video_dataset import collate_skip_failed
+from sfa_cache.errors import SfaError
 
 
 def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
@@ -35,7 +36,5 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        from sfa_cache.errors import SfaError
-
         raise SfaError(f"device {name!r} asked for but CUDA is not available")
     return device

@@ -96,9 +96,6 @@ class ViViTFE(nn.Module):
             self.spatial.eval()
         return self
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
 
 def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ViViTFE) -> dict[str, torch.Tensor]:
     """Adapt a ViViTFE state dict to `model`.

@@ -1,0 +1,84 @@
+"""Schedules, losses, mixup, metrics, atomic writes."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from sfa_cache.atomic import atomic_path, atomic_write_json
+from sfa_cache.train.losses import mixup, soft_cross_entropy, soft_targets
+from sfa_cache.train.metrics import topk_correct
+from sfa_cache.train.optim import build_optimizer, lr_at
+
+
+def test_lr_warmup_then_cosine() -> None:
+    kw = dict(base_lr=1.0, total_steps=110, warmup_steps=10)
+    assert lr_at(0, **kw) == pytest.approx(0.1)
+    assert lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(10, **kw) == pytest.approx(1.0)
+    assert lr_at(60, **kw) == pytest.approx(0.5)
+    assert lr_at(110, **kw) == pytest.approx(0.0)
+    assert lr_at(110, min_lr=0.1, **kw) == pytest.approx(0.1)
+    lrs = [lr_at(s, **kw) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:]))
+
+
+def test_soft_targets_and_loss() -> None:
+    t = soft_targets(torch.tensor([0, 2]), 4, smoothing=0.2)
+    torch.testing.assert_close(t.sum(-1), torch.ones(2))
+    assert t[0, 0] == pytest.approx(0.85) and t[0, 1] == pytest.approx(0.05)
+    assert soft_cross_entropy(torch.zeros(2, 4), t).item() == pytest.approx(math.log(4))
+    logits = torch.randn(3, 5)
+    labels = torch.tensor([1, 4, 0])
+    torch.testing.assert_close(soft_cross_entropy(logits, soft_targets(labels, 5)), torch.nn.functional.cross_entropy(logits, labels))
+
+
+def test_mixup_is_a_convex_pair_mix() -> None:
+    x = torch.arange(4.0).view(4, 1)
+    t = soft_targets(torch.tensor([0, 1, 2, 3]), 4)
+    mx, mt = mixup(x, t, 0.4, np.random.default_rng(0))
+    lam = mt[0, 0].item()
+    assert 0 < lam < 1
+    torch.testing.assert_close(mx[:, 0], lam * x[:, 0] + (1 - lam) * x.flip(0)[:, 0])
+    torch.testing.assert_close(mt.sum(-1), torch.ones(4))
+    same_x, same_t = mixup(x, t, 0.0, np.random.default_rng(0))
+    assert same_x is x and same_t is t
+
+
+def test_topk() -> None:
+    logits = torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.3], [0.2, 0.3, 0.5]])
+    assert topk_correct(logits, torch.tensor([1, 2, 0]), (1, 2, 5)) == {1: 1, 2: 2, 5: 3}
+
+
+def test_no_weight_decay_on_biases_norms_and_embeddings() -> None:
+    from conftest import tiny_config
+    from sfa_cache.models.vivit import ViViTFE
+
+    model = ViViTFE(tiny_config()).freeze_spatial()
+    opt = build_optimizer(model, "sgd", 0.1, 0.05)
+    decayed = {id(p) for p in opt.param_groups[0]["params"]}
+    assert id(model.temporal.pos_embed) not in decayed and id(model.temporal.head.bias) not in decayed
+    assert id(model.temporal.head.weight) in decayed
+    assert all(id(p) not in decayed for p in model.spatial.parameters())  # frozen: not optimised
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path) -> None:
+    target = tmp_path / "state.json"
+    atomic_write_json(target, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"v": 2, "half')
+            raise RuntimeError("crash mid-write")
+    assert target.read_text().strip().endswith("}") and '"v": 1' in target.read_text()
+    assert os.listdir(tmp_path) == ["state.json"]  # no temp file left behind
+    assert (target.stat().st_mode & 0o777) == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
