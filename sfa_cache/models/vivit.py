@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -18,15 +17,15 @@ from sfa_cache.models.adapter import build_adapter
 from sfa_cache.models.config import ViViTConfig
 from sfa_cache.models.spatial import SpatialTransformer, backbone_norm, load_backbone_weights
 from sfa_cache.models.temporal import TemporalTransformer, resize_temporal_pos_embed
+from sfa_cache.train.run_dir import CONFIG_FILE, read_run_config
 
 MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 
 
 class ViViTFE(nn.Module):
     """The factorised encoder of ViViT (model 2), in the SFA form of paper Eq. 2.
 
-    `forward`: [B, T, 3, H, W] uint8-normalised frames -> [B, num_classes] logits.
+    `forward`: [B, T, 3, H, W] normalised float frames -> [B, num_classes] logits.
     `with_spatial=False` builds only adapter + temporal (Stage 2 on cached tokens): the spatial
     ViT is then never constructed, so memory does not depend on its size.
     """
@@ -132,16 +131,10 @@ def save_model_weights(model: ViViTFE, run_dir: str | Path) -> None:
 
 def read_model_config(run_dir: str | Path) -> ViViTConfig:
     """The ViViTConfig stored under 'model' in a run directory's config.json."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise SfaError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SfaError(f"{path} is not valid JSON: {e}") from None
+    data = read_run_config(run_dir)
     if "model" not in data:
-        raise SfaError(f"{path} has no 'model' section")
-    return config_from_dict(ViViTConfig, data["model"], where=f"{path}: model")
+        raise SfaError(f"{Path(run_dir) / CONFIG_FILE} has no 'model' section")
+    return config_from_dict(ViViTConfig, data["model"], where=f"{Path(run_dir) / CONFIG_FILE}: model")
 
 
 def load_model(run_dir: str | Path, *, num_frames: Optional[int] = None, with_spatial: bool = True) -> ViViTFE:

@@ -9,7 +9,6 @@ initialise decord / FFmpeg before workers fork (see ARCHITECTURE.md, field pitfa
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Protocol, Sequence
 
 import numpy as np
@@ -127,5 +126,3 @@ def open_video(path: str | os.PathLike, backend: str = "decord") -> VideoReader:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0][:300]
-
-
