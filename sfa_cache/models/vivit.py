@@ -7,19 +7,22 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sfa_cache.atomic import atomic_write
+from sfa_cache.models.fingerprint import spatial_fingerprint
 from sfa_cache.configs import config_from_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.adapter import build_adapter
-from sfa_cache.models.config import ViViTConfig
+from sfa_cache.models.config import SpatialConfig, ViViTConfig
 from sfa_cache.models.spatial import SpatialTransformer, backbone_norm, load_backbone_weights
 from sfa_cache.models.temporal import TemporalTransformer, resize_temporal_pos_embed
 from sfa_cache.train.run_dir import CONFIG_FILE, read_run_config
 
 MODEL_FILE = "model.safetensors"
+FINGERPRINT_KEY = "spatial_fingerprint"  # in the safetensors header metadata
 
 
 class ViViTFE(nn.Module):
@@ -124,9 +127,53 @@ def load_vivit_state_dict(model: ViViTFE, state_dict: dict[str, torch.Tensor], *
 
 
 def save_model_weights(model: ViViTFE, run_dir: str | Path) -> None:
-    """Write `model.safetensors` atomically."""
+    """Write `model.safetensors` atomically, with the spatial fingerprint in its header metadata.
+
+    The fingerprint travels with the weights it describes, so a cache can be matched to a run
+    without hashing the run's weights again.
+    """
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(Path(run_dir) / MODEL_FILE, lambda tmp: save_file(state, str(tmp)))
+    metadata = {}
+    if model.spatial is not None:
+        metadata[FINGERPRINT_KEY] = spatial_fingerprint(model.spatial.backbone.state_dict(), model.cfg.spatial)
+    atomic_write(Path(run_dir) / MODEL_FILE, lambda tmp: save_file(state, str(tmp), metadata=metadata))
+
+
+def read_spatial_fingerprint(run_dir: str | Path) -> str:
+    """The spatial fingerprint of a run directory's weights (from the header, else computed)."""
+    weights = _weights_file(run_dir)
+    with safe_open(str(weights), framework="pt") as f:
+        stored = (f.metadata() or {}).get(FINGERPRINT_KEY)
+    if stored:
+        return stored
+    spatial, cfg = load_spatial(run_dir)
+    return spatial_fingerprint(spatial.backbone.state_dict(), cfg)
+
+
+def _weights_file(run_dir: str | Path) -> Path:
+    weights = Path(run_dir) / MODEL_FILE
+    if not weights.is_file():
+        raise SfaError(f"{run_dir} has no {MODEL_FILE}")
+    return weights
+
+
+def load_spatial(run_dir: str | Path) -> tuple[SpatialTransformer, SpatialConfig]:
+    """Only the spatial transformer of a run directory (Stage 1 or assembled), weights loaded.
+
+    The returned config has mean/std resolved. The temporal part is never built.
+    """
+    cfg = read_model_config(run_dir).spatial
+    if cfg.mean is None or cfg.std is None:
+        raise SfaError(f"{run_dir}: the model config has no resolved mean/std")
+    with safe_open(str(_weights_file(run_dir)), framework="pt") as f:
+        state = {k.removeprefix("spatial."): f.get_tensor(k) for k in f.keys() if k.startswith("spatial.")}
+    if not state:
+        raise SfaError(f"{run_dir} holds no spatial weights (a Stage-2 run?); give the Stage-1 or assembled run")
+    spatial = SpatialTransformer(cfg)
+    missing, unexpected = spatial.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise SfaError(f"{run_dir}: spatial weights do not fit {cfg.backbone}: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    return spatial, cfg
 
 
 def read_model_config(run_dir: str | Path) -> ViViTConfig:
@@ -146,9 +193,7 @@ def load_model(run_dir: str | Path, *, num_frames: Optional[int] = None, with_sp
     cfg = read_model_config(run_dir)
     if num_frames is not None:
         cfg = dataclasses.replace(cfg, temporal=dataclasses.replace(cfg.temporal, num_frames=num_frames))
-    weights = Path(run_dir) / MODEL_FILE
-    if not weights.is_file():
-        raise SfaError(f"{run_dir} has no {MODEL_FILE}")
+    weights = _weights_file(run_dir)
     model = ViViTFE(cfg, with_spatial=with_spatial)
     load_vivit_state_dict(model, load_file(str(weights)))
     return model

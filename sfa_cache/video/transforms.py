@@ -3,7 +3,7 @@
 Input: uint8 `[T, H, W, 3]` (as decoded). Output: float32 `[T, 3, S, S]`, normalised with the
 backbone's mean/std. Training follows the paper's augmentation (supplementary Table 1): scale
 jitter in [0.9, 1.33] + random crop, flip p=0.5, colour jitter p=0.8. Evaluation resizes the
-short side and takes the centre crop.
+short side and takes the centre crop (or three crops along the long side).
 """
 
 from __future__ import annotations
@@ -94,7 +94,27 @@ def eval_transform(
     clip: torch.Tensor | np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]
 ) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float [T, 3, size, size]: short side to size*256/224, centre crop."""
+    return eval_crops(clip, size, mean, std, crops=1)[0]
+
+
+def eval_crops(
+    clip: torch.Tensor | np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...], crops: int = 1
+) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float [crops, T, 3, size, size] for multi-crop testing.
+
+    The short side is resized to size*256/224 as in `eval_transform`; `crops=1` is its centre
+    crop, `crops=3` adds the two ends of the long side (ViViT's 3-crop testing), all centred on
+    the short side.
+    """
+    if crops not in (1, 3):
+        raise ValueError(f"crops must be 1 or 3, got {crops}")
     x = _resize_short(_to_float(clip), round(size * RESIZE_RATIO))
     H, W = x.shape[-2:]
-    x = _crop(x, (H - size) // 2, (W - size) // 2, size)
-    return _normalise(x.contiguous(), mean, std)
+    top, left = (H - size) // 2, (W - size) // 2
+    if crops == 1:
+        corners = [(top, left)]
+    elif H > W:  # portrait: the crops run down the long side
+        corners = [(0, left), (top, left), (H - size, left)]
+    else:
+        corners = [(top, 0), (top, left), (top, W - size)]
+    return torch.stack([_normalise(_crop(x, t, l, size).contiguous(), mean, std) for t, l in corners])

@@ -1,0 +1,60 @@
+"""`sfa-cache cache info | verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from sfa_cache.cache.layout import read_cache_index
+from sfa_cache.cache.verify import cache_info, verify_cache
+from sfa_cache.cli.main import cli
+from sfa_cache.data.manifest import read_manifest
+from sfa_cache.errors import SfaError
+
+_DIR = click.Path(exists=True, file_okay=False)
+
+
+@cli.group("cache")
+def cache_group() -> None:
+    """Inspect and check feature caches."""
+
+
+@cache_group.command("info")
+@click.argument("cache_dir", type=_DIR)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info_cmd(cache_dir: str, as_json: bool) -> None:
+    """Clips, views, frames, D, dtype, size on disk, fingerprint and failures of CACHE_DIR."""
+    info = cache_info(cache_dir)
+    if as_json:
+        click.echo(json.dumps(info))
+        return
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        if k == "bytes":
+            v = f"{v} ({v / 2**20:.1f} MiB)"
+        click.echo(f"{k:<{width}}  {v}")
+
+
+@cache_group.command("verify")
+@click.argument("cache_dir", type=_DIR)
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
+              help="Also check that the cache covers this manifest's rows.")
+@click.option("--root", type=_DIR, help="Folder video paths are relative to (with --manifest).")
+@click.option("--split", help="Manifest split the cache was made from (with --manifest).")
+def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: str | None) -> None:
+    """Check every shard's marker and checksum, shapes, NaN placement and manifest coverage.
+
+    Exits non-zero, listing every problem, when anything is wrong.
+    """
+    rows = None
+    if manifest is not None:
+        classes = read_cache_index(cache_dir)["classes"]
+        rows = [e.row for e in read_manifest(manifest, classes, root, split).entries]
+    problems = verify_cache(cache_dir, rows)
+    if problems:
+        for p in problems:
+            click.echo(f"problem: {p}", err=True)
+        raise SfaError(f"{Path(cache_dir)}: {len(problems)} problem(s) found")
+    click.echo(f"ok: {cache_dir}")

@@ -1,0 +1,69 @@
+"""`sfa-cache extract`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from sfa_cache.cache.views import VIEW_MODES
+from sfa_cache.cache.writer import COMPRESSORS, DTYPES
+from sfa_cache.cli.main import cli
+from sfa_cache.configs import config_from_dict
+from sfa_cache.pipelines.extract import ExtractConfig, run_extract
+from sfa_cache.train.loop import AMP_MODES
+from sfa_cache.video.reader import BACKENDS
+
+E = ExtractConfig
+_FILE = click.Path(exists=True, dir_okay=False)
+
+
+@cli.command("extract")
+@click.option("--manifest", type=_FILE, required=True, help="CSV with path,label[,split] of the videos to cache.")
+@click.option("--cache-root", type=click.Path(file_okay=False), required=True,
+              help="Folder holding caches; the cache goes in a subfolder named by its content key.")
+@click.option("--model", type=click.Path(exists=True, file_okay=False),
+              help="Stage-1 (or assembled) run directory whose spatial transformer is used.")
+@click.option("--backbone", help="A bare timm ViT instead of --model (the no-Stage-1 ablation).")
+@click.option("--backbone-weights", type=_FILE, help="Local image checkpoint for --backbone.")
+@click.option("--pretrained", is_flag=True, help="timm hub weights for --backbone (needs internet).")
+@click.option("--image-size", default=E.image_size, show_default=True, help="Frame crop side for --backbone (a --model run brings its own).")
+@click.option("--root", type=click.Path(exists=True, file_okay=False), help="Folder video paths are relative to [default: the CSV's folder].")
+@click.option("--classes", type=_FILE, help="Class list [default: the run's, else from the manifest].")
+@click.option("--split", help="Keep only manifest rows with this 'split' value.")
+@click.option("--frames", default=E.frames, show_default=True, help="Frames per clip, uniformly sampled.")
+@click.option("--mode", type=click.Choice(VIEW_MODES), default=E.mode, show_default=True,
+              help="train: augmented views (as Stage 1); eval: centre view or --eval-crops 3.")
+@click.option("--views", default=E.views, show_default=True, help="Augmented views per clip (--mode train).")
+@click.option("--eval-crops", type=click.Choice(["1", "3"]), default=str(E.eval_crops), show_default=True,
+              help="Spatial crops per clip (--mode eval).")
+@click.option("--color-jitter-prob", default=E.color_jitter_prob, show_default=True, help="Colour jitter probability of train views.")
+@click.option("--seed", default=E.seed, show_default=True, help="Seed of the train views' augmentation.")
+@click.option("--dtype", type=click.Choice(DTYPES), default=E.dtype, show_default=True, help="Stored feature dtype.")
+@click.option("--compressor", type=click.Choice(COMPRESSORS), default=E.compressor, show_default=True)
+@click.option("--clips-per-shard", default=E.clips_per_shard, show_default=True, help="Clips per Zarr shard (the unit of resume).")
+@click.option("--amp", type=click.Choice(("auto",) + AMP_MODES), default=E.amp, show_default=True,
+              help="Mixed precision of the spatial forward (auto: bf16 on CUDA, none on CPU).")
+@click.option("--backend", type=click.Choice(BACKENDS), default=E.backend, show_default=True, help="Video decoder.")
+@click.option("--batch-frames", default=E.batch_frames, show_default=True, help="Frames per spatial forward, gathered across clips.")
+@click.option("--device", default=E.device, show_default=True, help="auto | cpu | cuda | cuda:N (auto: this rank's GPU).")
+@click.option("--num-workers", default=E.num_workers, show_default=True, help="Decoding processes (0: decode inline, no timeout).")
+@click.option("--decode-timeout", default=E.decode_timeout, show_default=True, help="Seconds per clip before its decoder is killed (0: none).")
+@click.option("--strict", is_flag=True, help="Exit non-zero if any clip failed to decode.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def extract_cmd(no_progress: bool, eval_crops: str, **values: object) -> None:
+    """Run the frozen spatial transformer once per clip and cache its CLS tokens (Zarr shards).
+
+    Rerunning the same command reuses a finished cache or resumes an interrupted one. Under
+    torchrun each rank extracts its own shards. The last line printed is a JSON summary with
+    the cache path. Examples:
+
+    \b
+      sfa-cache extract --model runs/s1 --manifest data/train.csv --cache-root caches --frames 32 --views 2
+      sfa-cache extract --model runs/s1 --manifest data/val.csv --cache-root caches --frames 32 --mode eval
+      torchrun --nproc_per_node 4 -m sfa_cache.cli extract --model runs/s1 --manifest train.csv --cache-root caches
+    """
+    cfg = config_from_dict(ExtractConfig, {**values, "eval_crops": int(eval_crops), "progress": not no_progress},
+                           where="extract options")
+    result = run_extract(cfg)
+    click.echo(json.dumps(result.summary()))

@@ -1,0 +1,177 @@
+"""The extraction engine: decode clips in worker processes, encode their frames in fixed
+batches, and write each shard in the background, marker last.
+
+Three stages overlap: a `DecodePool` decodes ahead of the model, the calling thread runs the
+spatial model, and a writer thread compresses and writes the previous shard. The model waits
+on neither as long as the decode rate keeps up with it (`ExtractStats.model_busy` says).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from sfa_cache.cache.batching import FrameBatcher
+from sfa_cache.cache.layout import ShardPlan, shard_path, write_marker
+from sfa_cache.cache.views import ClipJob, ViewSpec, decode_views
+from sfa_cache.cache.writer import ShardData, write_shard
+from sfa_cache.data.decode_pool import DecodePool, JobFailure
+from sfa_cache.data.failures import record_failure
+from sfa_cache.data.manifest import ManifestEntry
+from sfa_cache.errors import SfaError
+from sfa_cache.train.loop import BAR_INTERVAL, autocast
+
+log = logging.getLogger(__name__)
+
+# Stop early when this many clips in a row have all failed: a wrong --root or a broken decoder,
+# not a few bad videos, and hours of "failed" records would help nobody.
+ALL_FAILED_LIMIT = 16
+
+
+@dataclass
+class ExtractStats:
+    clips: int = 0
+    valid: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+    encode_seconds: float = 0.0
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+    @property
+    def model_busy(self) -> float:
+        """Fraction of the wall time the model was computing (1.0: never waited for data)."""
+        return self.encode_seconds / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class ExtractorConfig:
+    """How the engine runs (none of it changes the cached values, except dtype and amp)."""
+
+    dtype: str = "float16"
+    compressor: str = "zstd"
+    amp: str = "none"
+    batch_frames: int = 256
+    workers: int = 4
+    decode_timeout: Optional[float] = 60.0
+    backend: str = "decord"
+    progress: bool = True
+
+
+class ShardExtractor:
+    """Fills shards of the cache at `cache_dir` with the CLS tokens of `backbone`.
+
+    `backbone`: [N, 3, S, S] -> [N, D] (a headless timm ViT pooling its CLS token).
+    """
+
+    def __init__(self, backbone: nn.Module, device: torch.device, spec: ViewSpec, cfg: ExtractorConfig,
+                 *, cache_dir: str | Path, key: str, failure_log: Optional[Path] = None) -> None:
+        self.backbone = backbone.to(device).eval()
+        self.device = device
+        self.spec = spec
+        self.cfg = cfg
+        self.cache_dir = Path(cache_dir)
+        self.key = key
+        self.failure_log = failure_log
+        self.dim: int = backbone.embed_dim
+        # Under AMP the patch embedding casts its input anyway: ship frames in half precision.
+        self.transport = torch.float16 if cfg.amp != "none" and device.type == "cuda" else torch.float32
+
+    @torch.inference_mode()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """[N, 3, S, S] -> [N, D] float32 on the CPU."""
+        x = frames.to(self.device, non_blocking=True)
+        if self.cfg.amp == "none":
+            x = x.float()
+        with autocast(self.device, self.cfg.amp):
+            tokens = self.backbone(x)
+        return tokens.float().cpu()
+
+    def run(self, shards: Sequence[ShardPlan], entries: Sequence[ManifestEntry]) -> ExtractStats:
+        """Extract `shards` (global clip ranges into `entries`); each ends with its marker."""
+        jobs = [ClipJob(i, entries[i].row, str(entries[i].path), self.spec, self.cfg.backend, self.transport)
+                for s in shards for i in range(s.start, s.stop)]
+        pool = DecodePool(decode_views, workers=self.cfg.workers, timeout=self.cfg.decode_timeout,
+                          preload=["sfa_cache.cache.views"])
+        results = pool.imap(jobs)
+        stats = ExtractStats()
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        pending: Optional[Future] = None
+        bar = tqdm(total=len(jobs), unit="clip", desc="extract", disable=not self.cfg.progress, mininterval=BAR_INTERVAL)
+        t0 = time.perf_counter()
+        try:
+            for shard in shards:
+                data, failures, batcher = self._fill(shard, entries, results, stats, bar)
+                stats.encode_seconds += batcher.encode_seconds
+                stats.frames += batcher.frames_done
+                if pending is not None:
+                    pending.result()  # at most one shard in memory waits for the disk
+                pending = writer.submit(self._write, shard, data, failures)
+                bar.set_postfix(frames_s=f"{stats.frames / (time.perf_counter() - t0):.0f}", failed=len(stats.failures))
+            if pending is not None:
+                pending.result()
+        finally:
+            results.close()
+            writer.shutdown(wait=True)
+            bar.close()
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    def _fill(self, shard: ShardPlan, entries: Sequence[ManifestEntry], results: Any, stats: ExtractStats,
+              bar: tqdm) -> tuple[ShardData, list[dict[str, Any]], FrameBatcher]:
+        s = self.spec
+        data = ShardData.empty(shard.size, s.num_views, s.frames, self.dim, self.cfg.dtype)
+        flat = data.features.reshape(shard.size, s.num_views * s.frames, self.dim)  # a view, not a copy
+
+        def sink(row: int, start: int, tokens: torch.Tensor) -> None:
+            flat[row, start : start + tokens.shape[0]] = tokens.numpy()
+
+        batcher = FrameBatcher(self.encode, self.cfg.batch_frames, sink)
+        failures: list[dict[str, Any]] = []
+        for clip in range(shard.start, shard.stop):
+            _, result = next(results)
+            row, entry = clip - shard.start, entries[clip]
+            data.labels[row], data.clip_index[row] = entry.label, entry.row
+            stats.clips += 1
+            if isinstance(result, JobFailure):
+                failure = {"clip": clip, "row": entry.row, "path": str(entry.path), "reason": result.reason}
+                failures.append(failure)
+                stats.failures.append(failure)
+                log.warning("skipping %s: %s", entry.path, result.reason)
+                record_failure(self.failure_log, path=str(entry.path), reason=result.reason, row=entry.row, clip=clip)
+                if stats.valid == 0 and stats.clips >= ALL_FAILED_LIMIT:
+                    raise SfaError(f"the first {stats.clips} clips all failed to decode (last: {entry.path}: "
+                                   f"{result.reason}); check the manifest, --root and --backend")
+            else:
+                frames, frame_index = result
+                data.frame_index[row] = frame_index
+                data.valid[row] = True
+                stats.valid += 1
+                batcher.add(row, frames.flatten(0, 1))
+            bar.update(1)
+        batcher.flush()
+        bad = np.flatnonzero(data.valid & np.isnan(data.features).any(axis=(1, 2, 3)))
+        if bad.size:  # e.g. fp16 overflow inside the model: never store it as a valid clip
+            raise SfaError(f"the spatial model produced NaN for clip {shard.start + int(bad[0])} "
+                           f"({entries[shard.start + int(bad[0])].path}); try --amp none")
+        return data, failures, batcher
+
+    def _write(self, shard: ShardPlan, data: ShardData, failures: list[dict[str, Any]]) -> None:
+        write_shard(shard_path(self.cache_dir, shard.index), data, self.cfg.compressor)
+        write_marker(self.cache_dir, shard.index, {
+            "shard": shard.index, "start": shard.start, "stop": shard.stop, "key": self.key,
+            "clip_rows": data.clip_index.tolist(), "valid": int(data.valid.sum()),
+            "checksum": data.checksum(), "failures": failures,
+        })

@@ -1,0 +1,101 @@
+"""Where things live in a feature cache directory, and the small JSON files that describe it.
+
+    CACHE/extract.json              the job: settings and key (written first)
+    CACHE/shards/shard-NNNNN.zarr   one Zarr v3 group per shard (see `writer.py`)
+    CACHE/shards/shard-NNNNN.done   completion marker, written atomically after the shard
+    CACHE/failures.jsonl            clips that could not be decoded
+    CACHE/cache.json                the index, written last: its presence means "complete"
+
+Markers are the only truth about a shard: a shard folder without a valid marker (matching this
+cache's key) is treated as garbage from an interrupted run, deleted and redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sfa_cache.atomic import atomic_write_json
+from sfa_cache.errors import SfaError
+
+CACHE_FORMAT = 1
+CACHE_FILE = "cache.json"
+JOB_FILE = "extract.json"
+SHARDS_DIR = "shards"
+FAILURES_FILE = "failures.jsonl"
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """Shard `index` holds the global clips [start, stop) (manifest order)."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def plan_shards(num_clips: int, clips_per_shard: int) -> list[ShardPlan]:
+    return [ShardPlan(i, start, min(start + clips_per_shard, num_clips))
+            for i, start in enumerate(range(0, num_clips, clips_per_shard))]
+
+
+def shard_path(cache_dir: str | os.PathLike, index: int) -> Path:
+    return Path(cache_dir) / SHARDS_DIR / f"shard-{index:05d}.zarr"
+
+
+def marker_path(cache_dir: str | os.PathLike, index: int) -> Path:
+    return Path(cache_dir) / SHARDS_DIR / f"shard-{index:05d}.done"
+
+
+def read_marker(cache_dir: str | os.PathLike, index: int, key: Optional[str] = None) -> Optional[dict[str, Any]]:
+    """The shard's marker, or None when absent, unreadable or written for another cache key."""
+    path = marker_path(cache_dir, index)
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(marker, dict) or marker.get("shard") != index or (key is not None and marker.get("key") != key):
+        return None
+    return marker
+
+
+def write_marker(cache_dir: str | os.PathLike, index: int, marker: dict[str, Any]) -> None:
+    atomic_write_json(marker_path(cache_dir, index), marker)
+
+
+def discard_shard(cache_dir: str | os.PathLike, index: int) -> None:
+    """Remove a shard's data and marker (marker first, so a crash here never leaves a lie)."""
+    marker_path(cache_dir, index).unlink(missing_ok=True)
+    shutil.rmtree(shard_path(cache_dir, index), ignore_errors=True)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise SfaError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise SfaError(f"{path} does not hold a JSON object")
+    return data
+
+
+def read_cache_index(cache_dir: str | os.PathLike) -> dict[str, Any]:
+    """cache.json of a finished cache (error naming the state of an unfinished one)."""
+    cache_dir = Path(cache_dir)
+    path = cache_dir / CACHE_FILE
+    if path.is_file():
+        index = read_json(path)
+        if index.get("format") != CACHE_FORMAT:
+            raise SfaError(f"{path}: cache format {index.get('format')!r} is not supported (expected {CACHE_FORMAT})")
+        return index
+    if (cache_dir / JOB_FILE).is_file():
+        raise SfaError(f"{cache_dir} is an unfinished cache (no {CACHE_FILE}); rerun the same extract command to finish it")
+    raise SfaError(f"{cache_dir} is not a feature cache (no {CACHE_FILE})")

@@ -1,0 +1,104 @@
+"""Random access to a finished feature cache: global clip index -> [views, frames, D].
+
+Zarr stores are opened lazily, per process, on first access: a `FeatureCache` built in the
+parent and sent to DataLoader workers (spawn, forkserver or fork) carries only paths and the
+index, and each worker opens its own handles (ARCHITECTURE.md, field pitfalls).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sfa_cache.cache.layout import read_cache_index, shard_path
+
+
+class FeatureCache:
+    """A finished cache directory (one with cache.json)."""
+
+    def __init__(self, cache_dir: str | os.PathLike) -> None:
+        self.dir = Path(cache_dir)
+        self.index: dict[str, Any] = read_cache_index(self.dir)
+        self.shards: list[dict[str, Any]] = self.index["shards"]
+        self._starts = [s["start"] for s in self.shards]
+        self._groups: dict[int, Any] = {}
+        self._pid = os.getpid()
+
+    # --- description ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.index["num_clips"])
+
+    @property
+    def views(self) -> int:
+        return int(self.index["views"])
+
+    @property
+    def frames(self) -> int:
+        return int(self.index["frames"])
+
+    @property
+    def dim(self) -> int:
+        return int(self.index["dim"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.index["classes"])
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.index["fingerprint"])
+
+    # --- per-clip access -----------------------------------------------------------------------
+    def locate(self, clip: int) -> tuple[int, int]:
+        """Global clip index -> (shard index, row inside the shard)."""
+        if not 0 <= clip < len(self):
+            raise IndexError(f"clip {clip} out of range for a cache of {len(self)} clips")
+        s = bisect.bisect_right(self._starts, clip) - 1
+        return s, clip - self._starts[s]
+
+    def features(self, clip: int) -> np.ndarray:
+        """[views, frames, D] in the cache's dtype (NaN for a clip that failed to decode)."""
+        s, row = self.locate(clip)
+        return self._group(s)["features"][row]
+
+    def frame_index(self, clip: int) -> np.ndarray:
+        """[views, frames] int32: the decoded frame numbers behind each cached token."""
+        s, row = self.locate(clip)
+        return self._group(s)["frame_index"][row]
+
+    # --- whole-cache columns (small; read once) ------------------------------------------------
+    @cached_property
+    def labels(self) -> np.ndarray:
+        return self._column("labels")
+
+    @cached_property
+    def valid(self) -> np.ndarray:
+        return self._column("valid")
+
+    @cached_property
+    def clip_index(self) -> np.ndarray:
+        """[clips] the source manifest row of each clip."""
+        return self._column("clip_index")
+
+    def _column(self, name: str) -> np.ndarray:
+        return np.concatenate([self._group(s)[name][...] for s in range(len(self.shards))])
+
+    def _group(self, s: int) -> Any:
+        if os.getpid() != self._pid:  # inherited through fork: never reuse the parent's handles
+            self._groups, self._pid = {}, os.getpid()
+        group = self._groups.get(s)
+        if group is None:
+            import zarr
+
+            group = self._groups[s] = zarr.open_group(str(shard_path(self.dir, s)), mode="r")
+        return group
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_groups"] = {}  # open handles never travel; cached columns (small) do
+        return state

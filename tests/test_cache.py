@@ -1,0 +1,171 @@
+"""The cache library on real Zarr stores: writer/reader, batching, the decode pool, transforms."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sfa_cache.atomic import atomic_write_json
+from sfa_cache.cache import layout
+from sfa_cache.cache.batching import FrameBatcher
+from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.writer import COMPRESSORS, ShardData, read_shard, write_shard
+from sfa_cache.data.decode_pool import DecodePool, JobFailure
+from sfa_cache.video.transforms import eval_crops, eval_transform
+
+
+def _shard(n: int, v: int = 2, f: int = 3, d: int = 4, seed: int = 0, dtype: str = "float16") -> ShardData:
+    rng = np.random.default_rng(seed)
+    data = ShardData.empty(n, v, f, d, dtype)
+    data.valid[:] = rng.random(n) > 0.3
+    data.features[data.valid] = rng.standard_normal((int(data.valid.sum()), v, f, d)).astype(dtype)
+    data.labels[:] = rng.integers(0, 5, n)
+    data.clip_index[:] = np.arange(n) + 100 * seed
+    data.frame_index[data.valid] = rng.integers(0, 50, (int(data.valid.sum()), v, f))
+    return data
+
+
+@pytest.mark.parametrize("compressor", COMPRESSORS)
+def test_shard_round_trip_keeps_values_nan_and_checksum(tmp_path: Path, compressor: str) -> None:
+    data = _shard(7)
+    write_shard(tmp_path / "s.zarr", data, compressor)
+    back = read_shard(tmp_path / "s.zarr")
+    for name, a in data.arrays().items():
+        b = back.arrays()[name]
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        np.testing.assert_array_equal(a, b, err_msg=name)  # NaN == NaN for assert_array_equal
+    assert np.isnan(back.features[~back.valid]).all() and not np.isnan(back.features[back.valid]).any()
+    assert back.checksum() == data.checksum()
+    back.features[0, 0, 0, 0] += 1
+    assert back.checksum() != data.checksum()
+
+
+def test_empty_shard_features_are_nan_never_zero() -> None:
+    data = ShardData.empty(3, 1, 2, 4, "float32")
+    assert np.isnan(data.features).all() and (data.frame_index == -1).all() and not data.valid.any()
+
+
+def _fake_cache(root: Path, sizes: list[int]) -> tuple[Path, list[ShardData]]:
+    """A finished cache written through the real writer and layout (no model needed)."""
+    shards, start = [], 0
+    for i, n in enumerate(sizes):
+        data = _shard(n, seed=i)
+        write_shard(layout.shard_path(root, i), data)
+        layout.write_marker(root, i, {"shard": i, "key": "k", "checksum": data.checksum(), "failures": []})
+        shards.append({"index": i, "start": start, "stop": start + n, "checksum": data.checksum()})
+        start += n
+    atomic_write_json(root / layout.CACHE_FILE, {
+        "format": layout.CACHE_FORMAT, "key": "k", "num_clips": start, "views": 2, "frames": 3, "dim": 4,
+        "dtype": "float16", "classes": list("abcde"), "fingerprint": "sha256:x", "shards": shards,
+    })
+    return root, [_shard(n, seed=i) for i, n in enumerate(sizes)]
+
+
+def test_reader_maps_global_clips_to_shards(tmp_path: Path) -> None:
+    root, datas = _fake_cache(tmp_path, [4, 4, 2])
+    cache = FeatureCache(root)
+    assert len(cache) == 10 and cache.views == 2 and cache.frames == 3 and cache.dim == 4
+    assert [cache.locate(i) for i in (0, 3, 4, 9)] == [(0, 0), (0, 3), (1, 0), (2, 1)]
+    flat = [(d, r) for d in datas for r in range(len(d.labels))]
+    for i, (d, r) in enumerate(flat):
+        np.testing.assert_array_equal(cache.features(i), d.features[r])
+        np.testing.assert_array_equal(cache.frame_index(i), d.frame_index[r])
+    np.testing.assert_array_equal(cache.labels, np.concatenate([d.labels for d in datas]))
+    np.testing.assert_array_equal(cache.valid, np.concatenate([d.valid for d in datas]))
+    with pytest.raises(IndexError):
+        cache.features(10)
+
+
+class _CacheDataset(Dataset):
+    def __init__(self, cache: FeatureCache) -> None:
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(self.cache.features(i).astype(np.float32)), os.getpid()
+
+
+@pytest.mark.parametrize("context", ["forkserver", "fork"])
+def test_reader_works_inside_dataloader_workers(tmp_path: Path, context: str) -> None:
+    root, _ = _fake_cache(tmp_path, [4, 3])
+    cache = FeatureCache(root)
+    expected = torch.stack([torch.from_numpy(cache.features(i).astype(np.float32)) for i in range(len(cache))])
+    # The parent has opened stores above: fork must not reuse those handles in the workers.
+    loader = DataLoader(_CacheDataset(cache), batch_size=2, num_workers=2, multiprocessing_context=context)
+    got, pids = zip(*[(x, p) for x, p in loader])
+    torch.testing.assert_close(torch.cat(got), expected, equal_nan=True)
+    assert os.getpid() not in set(torch.cat(pids).tolist())
+
+
+def test_frame_batcher_runs_fixed_batches_and_routes_tokens_back() -> None:
+    sizes = []
+    weight = torch.randn(3 * 2 * 2, 5)
+
+    def encode(x: torch.Tensor) -> torch.Tensor:  # [N, 3, 2, 2] -> [N, 5]
+        sizes.append(x.shape[0])
+        return x.flatten(1) @ weight
+
+    out: dict[int, torch.Tensor] = {}
+    clips = {k: torch.randn(n, 3, 2, 2) for k, n in enumerate([5, 7, 1, 12, 3])}
+    for k, n in enumerate([5, 7, 1, 12, 3]):
+        out[k] = torch.full((n, 5), float("nan"))
+
+    def sink(key: int, start: int, tokens: torch.Tensor) -> None:
+        out[key][start : start + tokens.shape[0]] = tokens
+
+    batcher = FrameBatcher(encode, 8, sink)
+    for k, frames in clips.items():
+        batcher.add(k, frames)
+    batcher.flush()
+    assert sizes == [8, 8, 8, 4] and batcher.frames_done == 28
+    for k, frames in clips.items():
+        torch.testing.assert_close(out[k], encode(frames), rtol=1e-5, atol=1e-5)
+
+
+def test_decode_pool_keeps_order_and_reports_exceptions() -> None:
+    pool = DecodePool(int, workers=2, timeout=30)
+    results = [r for _, r in pool.imap(["1", "x", "3", "4", "5"])]
+    assert results[0] == 1 and results[2:] == [3, 4, 5]
+    assert isinstance(results[1], JobFailure) and "ValueError" in results[1].reason
+
+
+def test_decode_pool_kills_a_hung_job_and_carries_on() -> None:
+    pool = DecodePool(time.sleep, workers=2, timeout=1.0)
+    t0 = time.monotonic()
+    results = [r for _, r in pool.imap([0, 600, 0, 0])]
+    assert results[0] is None and results[2:] == [None, None]
+    assert isinstance(results[1], JobFailure) and "timed out" in results[1].reason
+    assert pool.timeouts == 1
+    assert time.monotonic() - t0 < 60  # the 600 s job was killed, not waited for
+
+
+def test_decode_pool_survives_a_worker_that_dies() -> None:
+    pool = DecodePool(os._exit, workers=1, timeout=30, max_jobs_per_worker=1)
+    results = [r for _, r in pool.imap([3, 4])]
+    assert [r.reason for r in results] == ["decoder process died (exit code 3)", "decoder process died (exit code 4)"]
+    assert pool.crashes == 2
+
+
+def test_decode_pool_recycles_workers() -> None:
+    pool = DecodePool(abs, workers=1, timeout=30, max_jobs_per_worker=2)
+    assert [r for _, r in pool.imap([-1, -2, -3, -4, -5])] == [1, 2, 3, 4, 5]
+
+
+def test_eval_crops() -> None:
+    clip = np.random.default_rng(0).integers(0, 255, (3, 40, 60, 3), dtype=np.uint8)
+    one = eval_crops(clip, 32, (0.5,) * 3, (0.25,) * 3, crops=1)
+    three = eval_crops(clip, 32, (0.5,) * 3, (0.25,) * 3, crops=3)
+    assert one.shape == (1, 3, 3, 32, 32) and three.shape == (3, 3, 3, 32, 32)
+    torch.testing.assert_close(one[0], eval_transform(clip, 32, (0.5,) * 3, (0.25,) * 3))
+    torch.testing.assert_close(three[1], one[0])
+    assert not torch.equal(three[0], three[2])  # left and right ends of the long side differ
+    tall = eval_crops(clip.transpose(0, 2, 1, 3), 32, (0.5,) * 3, (0.25,) * 3, crops=3)
+    assert not torch.equal(tall[0], tall[2])

@@ -1,0 +1,289 @@
+"""`sfa-cache extract` end to end: real videos, a real tiny ViT, real Zarr shards on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import TINY_BACKBONE, tiny_config
+from sfa_cache.cache import layout
+from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.verify import cache_info, verify_cache
+from sfa_cache.cache.writer import read_shard, write_shard
+from sfa_cache.cli.main import cli
+from sfa_cache.configs import config_to_dict
+from sfa_cache.data.manifest import infer_classes, read_manifest
+from sfa_cache.errors import SfaError
+from sfa_cache.models.vivit import ViViTFE, load_spatial, read_spatial_fingerprint, save_model_weights
+from sfa_cache.pipelines.extract import ExtractConfig, run_extract
+from sfa_cache.train.run_dir import write_run_config
+from sfa_cache.video.reader import open_video
+from sfa_cache.video.sampling import uniform_indices
+from sfa_cache.video.transforms import AugmentConfig, eval_crops, train_transform
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Stage-1 run directory holding a randomly initialised tiny ViViT-FE (32 px)."""
+    out = tmp_path_factory.mktemp("stage1")
+    classes = infer_classes(synthetic / "train.csv")
+    torch.manual_seed(1)
+    model = ViViTFE(tiny_config(num_classes=len(classes)))
+    save_model_weights(model, out)
+    write_run_config(out, {"format": 1, "kind": "stage1", "model": config_to_dict(model.cfg), "classes": classes})
+    return out
+
+
+def _cfg(run: Path, manifest: Path, root: Path, **over) -> ExtractConfig:
+    values = dict(model=str(run), manifest=str(manifest), cache_root=str(root), frames=6, clips_per_shard=8,
+                  batch_frames=20, num_workers=1, progress=False)
+    values.update(over)
+    return ExtractConfig(**values)
+
+
+def _arrays(cache_dir: Path) -> dict[str, np.ndarray]:
+    index = layout.read_cache_index(cache_dir)
+    shards = [read_shard(layout.shard_path(cache_dir, s["index"])).arrays() for s in index["shards"]]
+    return {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+
+
+def test_cached_features_equal_the_spatial_model_on_the_same_frames(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    train = run_extract(_cfg(tiny_run, synthetic / "train.csv", tmp_path, views=2, seed=3))
+    val = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", eval_crops=3, num_workers=0))
+    spatial, scfg = load_spatial(tiny_run)
+    spatial.eval()
+    aug = AugmentConfig()
+    for result, mode in ((train, "train"), (val, "eval")):
+        cache = FeatureCache(result.cache_dir)
+        manifest = read_manifest(synthetic / f"{'train' if mode == 'train' else 'val'}.csv", cache.classes)
+        assert len(cache) == len(manifest) and cache.valid.all()
+        for clip in (0, 5, len(cache) - 1):  # the first, a middle and the last shard
+            entry = manifest.entries[clip]
+            reader = open_video(entry.path)
+            if mode == "train":  # each view: its own generator from (seed, manifest row, view)
+                views, indices = [], []
+                for v in range(2):
+                    rng = np.random.default_rng([3, entry.row, v])
+                    idx = uniform_indices(reader.num_frames, 6, train=True, rng=rng)
+                    views.append(train_transform(reader.get_frames(idx), 32, scfg.mean, scfg.std, rng, aug))
+                    indices.append(idx)
+                frames = torch.stack(views)
+            else:
+                idx = uniform_indices(reader.num_frames, 6, train=False)
+                frames, indices = eval_crops(reader.get_frames(idx), 32, scfg.mean, scfg.std, 3), [idx] * 3
+            with torch.no_grad():
+                expected = spatial(frames)  # [views, frames, D]
+            got = torch.from_numpy(cache.features(clip).astype(np.float32))
+            assert got.shape == expected.shape == (2 if mode == "train" else 3, 6, 192)
+            torch.testing.assert_close(got, expected, rtol=2e-3, atol=2e-3)  # float16 storage
+            np.testing.assert_array_equal(cache.frame_index(clip), np.stack(indices))
+            assert cache.labels[clip] == entry.label and cache.clip_index[clip] == entry.row
+    train_views = FeatureCache(train.cache_dir).features(0)
+    assert not np.allclose(train_views[0], train_views[1])  # two different augmentations
+
+
+def test_cache_records_fingerprint_settings_and_versions(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    result = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval"))
+    index = json.loads((result.cache_dir / "cache.json").read_text())
+    assert index["fingerprint"] == read_spatial_fingerprint(tiny_run)
+    assert index["spatial"]["backbone"] == TINY_BACKBONE and index["spatial"]["image_size"] == 32
+    assert index["frames"] == 6 and index["views"] == 1 and index["dim"] == 192 and index["dtype"] == "float16"
+    assert index["extraction"]["views"] == {"mode": "eval", "count": 1, "sampling": "uniform-segment", "crops": 1}
+    assert index["classes"] == infer_classes(synthetic / "train.csv")
+    assert index["versions"]["decord"] and index["versions"]["torch"] and index["extraction"]["decoder"] == "decord"
+    assert index["num_clips"] == 14 and [s["start"] for s in index["shards"]] == [0, 8]
+    assert verify_cache(result.cache_dir) == []
+    info = cache_info(result.cache_dir)
+    assert info["clips"] == 14 and info["bytes"] > 14 * 6 * 192 * 2 * 0.5 and info["fingerprint"] == index["fingerprint"]
+
+
+def test_same_command_reuses_and_other_settings_do_not(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    first = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0))
+    stamp = os.stat(layout.shard_path(first.cache_dir, 0) / "features" / "c" / "0" / "0" / "0" / "0").st_mtime_ns
+    again = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=2, batch_frames=7))
+    assert again.reused and again.cache_dir == first.cache_dir and again.shards_extracted == 0
+    assert os.stat(layout.shard_path(first.cache_dir, 0) / "features" / "c" / "0" / "0" / "0" / "0").st_mtime_ns == stamp
+    other = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", frames=4, num_workers=0))
+    assert not other.reused and other.cache_dir != first.cache_dir
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.cache_dir.name, other.cache_dir.name])
+
+
+def test_broken_short_and_missing_videos_are_recorded_never_zeros(tiny_run: Path, videos, tmp_path: Path) -> None:
+    names = ["index24", "garbage", "one", "empty", "textured", "truncated", "missing"]
+    manifest = tmp_path / "mixed.csv"
+    manifest.write_text("path,label\n" + "".join(f"{videos[n]},move_left\n" for n in names))
+    result = run_extract(_cfg(tiny_run, manifest, tmp_path / "caches", frames=8, clips_per_shard=3, num_workers=2))
+    assert (result.clips, result.valid, result.failed) == (7, 3, 4)
+    failures = [json.loads(line) for line in (result.cache_dir / "failures.jsonl").read_text().splitlines()]
+    assert [f["row"] for f in failures] == [1, 3, 5, 6]
+    assert all(f["reason"] for f in failures) and "empty" in failures[1]["reason"] and "not found" in failures[3]["reason"]
+    arrays = _arrays(result.cache_dir)
+    np.testing.assert_array_equal(arrays["valid"], [True, False, True, False, True, False, False])
+    assert np.isnan(arrays["features"][~arrays["valid"]]).all()
+    assert not np.isnan(arrays["features"][arrays["valid"]]).any()
+    assert (arrays["frame_index"][2] == 0).all()  # a 1-frame video: the index repeats
+    assert len(np.unique(arrays["frame_index"][0, 0])) == 8
+    assert verify_cache(result.cache_dir) == []
+    # --strict: same cache (reused), but a non-zero exit naming the failures.
+    r = CliRunner().invoke(cli, ["extract", "--model", str(tiny_run), "--manifest", str(manifest), "--cache-root",
+                                 str(tmp_path / "caches"), "--frames", "8", "--clips-per-shard", "3", "--strict", "--no-progress"])
+    assert r.exit_code == 1 and "4 clip(s) failed to decode (--strict)" in r.output
+
+
+def test_all_clips_failing_stops_the_run(tiny_run: Path, videos, tmp_path: Path) -> None:
+    manifest = tmp_path / "bad.csv"
+    manifest.write_text("path,label\n" + f"{videos['garbage']},move_left\n" * 20)
+    with pytest.raises(SfaError, match="the first 16 clips all failed"):
+        run_extract(_cfg(tiny_run, manifest, tmp_path / "caches", num_workers=0))
+
+
+def _cli_extract(run: Path, manifest: Path, root: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "sfa_cache.cli", "extract", "--model", str(run), "--manifest", str(manifest),
+            "--cache-root", str(root), "--frames", "6", "--clips-per-shard", "4", "--batch-frames", "20",
+            "--num-workers", "1", "--no-progress", "--views", "2", *extra]
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    manifest = synthetic / "train.csv"
+    reference = run_extract(_cfg(tiny_run, manifest, tmp_path / "ref", views=2, clips_per_shard=4, num_workers=0))
+    root = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_extract(tiny_run, manifest, root), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(root.glob("*/shards/*.done")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # the extractor and its decode workers, mid-run
+    proc.wait()
+    cache_dir = root / reference.cache_dir.name
+    done = len(list(cache_dir.glob("shards/*.done")))
+    assert 1 <= done < 7 and not (cache_dir / "cache.json").exists(), "the kill did not land mid-run"
+    assert "unfinished" in verify_cache(cache_dir)[0]
+    # A half-written shard without its marker must be deleted and redone, not trusted.
+    stale = next(i for i in range(7) if layout.read_marker(cache_dir, i) is None)
+    write_shard(layout.shard_path(cache_dir, stale), read_shard(layout.shard_path(reference.cache_dir, 0)))
+    out = subprocess.run(_cli_extract(tiny_run, manifest, root), capture_output=True, text=True, check=True)
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert summary["shards_extracted"] == 7 - done and "resuming" in out.stderr
+    got, want = _arrays(cache_dir), _arrays(reference.cache_dir)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert verify_cache(cache_dir) == []
+
+
+def test_verify_catches_a_lost_marker_corruption_and_nan(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    def fresh() -> Path:
+        shutil.rmtree(tmp_path / "c", ignore_errors=True)
+        return run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path / "c", mode="eval", num_workers=0)).cache_dir
+
+    cache_dir = fresh()
+    original = _arrays(cache_dir)
+    layout.marker_path(cache_dir, 1).unlink()
+    assert verify_cache(cache_dir) == ["shard 1: completion marker missing or invalid"]
+    r = CliRunner().invoke(cli, ["cache", "verify", str(cache_dir)])
+    assert r.exit_code == 1 and "marker missing" in r.output
+    # Rerunning the extraction redoes the shard that lost its marker; the result is the same.
+    again = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path / "c", mode="eval", num_workers=0))
+    assert again.shards_extracted == 1 and verify_cache(cache_dir) == []
+    for name, a in _arrays(cache_dir).items():
+        np.testing.assert_array_equal(a, original[name], err_msg=name)
+
+    chunk = next((layout.shard_path(cache_dir, 0) / "features").rglob("c/*/*/*/*"))
+    raw = bytearray(chunk.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF  # flip bits inside the compressed data
+    chunk.write_bytes(bytes(raw))
+    problems = verify_cache(cache_dir)  # the chunk's CRC32C fails: corrupt data never decodes silently
+    assert len(problems) == 1 and problems[0].startswith("shard 0: cannot read its data"), problems
+    cache = FeatureCache(cache_dir)
+    with pytest.raises(ValueError, match="checksum"):  # training reads fail loudly too
+        [cache.features(i) for i in range(8)]
+
+    cache_dir = fresh()
+    data = read_shard(layout.shard_path(cache_dir, 1))
+    data.features[2, 0, 3, 5] = np.nan  # a NaN inside a valid clip, written cleanly
+    write_shard(layout.shard_path(cache_dir, 1), data)
+    problems = verify_cache(cache_dir)
+    assert any("1 valid clip(s) hold NaN (first: clip 10)" in p for p in problems)
+    assert any("checksum mismatch" in p for p in problems)
+
+
+def test_verify_checks_manifest_coverage(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    result = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0))
+    runner = CliRunner()
+    assert runner.invoke(cli, ["cache", "verify", str(result.cache_dir), "--manifest", str(synthetic / "val.csv")]).exit_code == 0
+    r = runner.invoke(cli, ["cache", "verify", str(result.cache_dir), "--manifest", str(synthetic / "train.csv")])
+    assert r.exit_code == 1 and "does not cover the given manifest" in r.output
+    r = runner.invoke(cli, ["cache", "info", str(result.cache_dir), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["clips"] == 14
+
+
+def test_torchrun_two_ranks_equal_one_process(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    manifest = synthetic / "train.csv"
+    single = run_extract(_cfg(tiny_run, manifest, tmp_path / "one", views=2, clips_per_shard=4, num_workers=0))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "sfa_cache.cli", "extract", "--model", str(tiny_run), "--manifest", str(manifest), "--cache-root",
+           str(tmp_path / "two"), "--frames", "6", "--views", "2", "--clips-per-shard", "4", "--batch-frames", "20",
+           "--num-workers", "0", "--no-progress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    cache_dir = tmp_path / "two" / single.cache_dir.name
+    markers = [layout.read_marker(cache_dir, i) for i in range(7)]
+    assert all(markers) and verify_cache(cache_dir) == []
+    for name, a in _arrays(single.cache_dir).items():
+        b = _arrays(cache_dir)[name]
+        if name == "features":
+            np.testing.assert_allclose(b.astype(np.float32), a.astype(np.float32), rtol=2e-3, atol=2e-3)
+        else:
+            np.testing.assert_array_equal(b, a, err_msg=name)
+
+
+def test_bare_backbone_with_local_weights(synthetic: Path, tmp_path: Path) -> None:
+    """The no-Stage-1 ablation: a timm backbone whose weights come from a local file."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(5)
+    image_model = timm.create_model(TINY_BACKBONE, img_size=32, num_classes=10)
+    save_file(image_model.state_dict(), str(tmp_path / "w.safetensors"))
+    cfg = ExtractConfig(backbone=TINY_BACKBONE, image_size=32, backbone_weights=str(tmp_path / "w.safetensors"),
+                        manifest=str(synthetic / "val.csv"), cache_root=str(tmp_path / "c"), frames=4, mode="eval",
+                        num_workers=0, progress=False)
+    cache = FeatureCache(run_extract(cfg).cache_dir)
+    reader = open_video(read_manifest(synthetic / "val.csv", cache.classes).entries[0].path)
+    idx = uniform_indices(reader.num_frames, 4, train=False)
+    mean, std = cache.index["spatial"]["mean"], cache.index["spatial"]["std"]
+    frames = eval_crops(reader.get_frames(idx), 32, tuple(mean), tuple(std))[0]
+    with torch.no_grad():
+        expected = image_model.eval().forward_head(image_model.forward_features(frames), pre_logits=True)
+    torch.testing.assert_close(torch.from_numpy(cache.features(0)[0].astype(np.float32)), expected, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--frames", "0"], "--frames must be >= 1"),
+    (["--mode", "eval", "--views", "2"], "--views is for --mode train"),
+    (["--backbone", TINY_BACKBONE], "exactly one of --model"),
+    (["--amp", "fp16", "--device", "cpu"], "fp16 needs a CUDA device"),
+])
+def test_cli_bad_input_is_one_line_and_writes_nothing(tiny_run: Path, synthetic: Path, tmp_path: Path, args, match) -> None:
+    r = CliRunner().invoke(cli, ["extract", "--model", str(tiny_run), "--manifest", str(synthetic / "val.csv"),
+                                 "--cache-root", str(tmp_path / "c"), "--no-progress", *args])
+    assert r.exit_code != 0 and match in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_rejects_a_folder_that_is_not_a_run(synthetic: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(cli, ["extract", "--model", str(tmp_path), "--manifest", str(synthetic / "val.csv"),
+                                 "--cache-root", str(tmp_path / "c")])
+    assert r.exit_code == 1 and "is not a run directory" in r.output
+    r = CliRunner().invoke(cli, ["cache", "info", str(tmp_path)])
+    assert r.exit_code == 1 and "is not a feature cache" in r.output
