@@ -63,7 +63,7 @@ class ExtractConfig:
     color_jitter_prob: float = 0.8
     seed: int = 0
     dtype: str = "float16"
-    compressor: str = "zstd"
+    compressor: str = "blosc"  # lz4 + byte shuffle: smallest and fastest to read (docs/benchmarks.md)
     clips_per_shard: int = 256
     amp: str = "auto"  # auto: bf16 on CUDA, none on CPU
     backend: str = "decord"

@@ -61,7 +61,7 @@ class ExtractorConfig:
     """How the engine runs (none of it changes the cached values, except dtype and amp)."""
 
     dtype: str = "float16"
-    compressor: str = "zstd"
+    compressor: str = "blosc"
     amp: str = "none"
     batch_frames: int = 256
     workers: int = 4

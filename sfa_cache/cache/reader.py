@@ -26,7 +26,7 @@ class FeatureCache:
         self.index: dict[str, Any] = read_cache_index(self.dir)
         self.shards: list[dict[str, Any]] = self.index["shards"]
         self._starts = [s["start"] for s in self.shards]
-        self._groups: dict[int, Any] = {}
+        self._arrays: dict[tuple[int, str], Any] = {}
         self._pid = os.getpid()
 
     # --- description ---------------------------------------------------------------------------
@@ -64,12 +64,12 @@ class FeatureCache:
     def features(self, clip: int) -> np.ndarray:
         """[views, frames, D] in the cache's dtype (NaN for a clip that failed to decode)."""
         s, row = self.locate(clip)
-        return self._group(s)["features"][row]
+        return self._array(s, "features")[row]
 
     def frame_index(self, clip: int) -> np.ndarray:
         """[views, frames] int32: the decoded frame numbers behind each cached token."""
         s, row = self.locate(clip)
-        return self._group(s)["frame_index"][row]
+        return self._array(s, "frame_index")[row]
 
     # --- whole-cache columns (small; read once) ------------------------------------------------
     @cached_property
@@ -86,19 +86,20 @@ class FeatureCache:
         return self._column("clip_index")
 
     def _column(self, name: str) -> np.ndarray:
-        return np.concatenate([self._group(s)[name][...] for s in range(len(self.shards))])
+        return np.concatenate([self._array(s, name)[...] for s in range(len(self.shards))])
 
-    def _group(self, s: int) -> Any:
+    def _array(self, s: int, name: str) -> Any:
+        """The open Zarr array `name` of shard `s` (opening reads metadata: done once per process)."""
         if os.getpid() != self._pid:  # inherited through fork: never reuse the parent's handles
-            self._groups, self._pid = {}, os.getpid()
-        group = self._groups.get(s)
-        if group is None:
+            self._arrays, self._pid = {}, os.getpid()
+        array = self._arrays.get((s, name))
+        if array is None:
             import zarr
 
-            group = self._groups[s] = zarr.open_group(str(shard_path(self.dir, s)), mode="r")
-        return group
+            array = self._arrays[(s, name)] = zarr.open_array(str(shard_path(self.dir, s) / name), mode="r")
+        return array
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_groups"] = {}  # open handles never travel; cached columns (small) do
+        state["_arrays"] = {}  # open handles never travel; cached columns (small) do
         return state

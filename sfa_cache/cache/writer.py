@@ -79,7 +79,7 @@ class ShardData:
         return "sha256:" + h.hexdigest()
 
 
-def write_shard(path: str | os.PathLike, data: ShardData, compressor: str = "zstd") -> None:
+def write_shard(path: str | os.PathLike, data: ShardData, compressor: str = "blosc") -> None:
     """Write `data` as a Zarr v3 group at `path`, replacing anything there."""
     import zarr
 

@@ -184,9 +184,10 @@ class _Run:
                         room = next_job < min(len(self.jobs), self.consumed + pool.max_ahead)
                     if not room:
                         break
-                    if w.done >= pool.max_jobs_per_worker:
+                    if w.done >= pool.max_jobs_per_worker:  # its successor gets work once ready
                         w.stop()
-                        w = self.workers[i] = _Worker(pool.ctx, pool.fn)
+                        self.workers[i] = _Worker(pool.ctx, pool.fn)
+                        continue
                     w.send(next_job, self.jobs[next_job])
                     next_job += 1
                 busy = [w for w in self.workers if w.seq is not None or not w.ready]
