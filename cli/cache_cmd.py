@@ -37,6 +37,25 @@ def info_cmd(cache_dir: str, as_json: bool) -> None:
         click.echo(f"{k:<{width}}  {v}")
 
 
+@cache_group.command("list")
+@click.argument("cache_root", type=_DIR)
+def list_cmd(cache_root: str) -> None:
+    """The caches under CACHE_ROOT: folder, state, clips, views x frames, source manifest."""
+    found = False
+    for path in sorted(Path(cache_root).iterdir()):
+        if not (path / "extract.json").is_file():
+            continue
+        found = True
+        info = cache_info(path)
+        if info["complete"]:
+            state = f"complete  {info['clips']} clips ({info['failed']} failed)  {info['views']} x {info['frames']} x {info['dim']}"
+        else:
+            state = f"unfinished  {info['shards_done']}/{info['shards']} shards"
+        click.echo(f"{path.name}  {state}  {info['manifest']}")
+    if not found:
+        click.echo(f"no caches under {cache_root}")
+
+
 @cache_group.command("verify")
 @click.argument("cache_dir", type=_DIR)
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False),

@@ -273,7 +273,7 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
     if len(todo) < len(mine):
         log.info("resuming %s: %d of %d shards already complete", cache_dir, len(mine) - len(todo), len(mine))
     elif info.is_main:
-        log.info("extracting %d clips x %d views x %d frames into %s", len(manifest), spec.num_views, spec.frames, cache_dir)
+        log.info("extracting %d clips x %d view(s) x %d frames into %s", len(manifest), spec.num_views, spec.frames, cache_dir)
     engine_cfg = ExtractorConfig(dtype=cfg.dtype, compressor=cfg.compressor, amp=amp, batch_frames=cfg.batch_frames,
                                  workers=cfg.num_workers, decode_timeout=cfg.decode_timeout or None, backend=cfg.backend,
                                  progress=cfg.progress and info.is_main)

@@ -225,6 +225,23 @@ def test_verify_checks_manifest_coverage(tiny_run: Path, synthetic: Path, tmp_pa
     assert r.exit_code == 1 and "does not cover the given manifest" in r.output
     r = runner.invoke(cli, ["cache", "info", str(result.cache_dir), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["clips"] == 14
+    r = runner.invoke(cli, ["cache", "list", str(tmp_path)])
+    assert r.exit_code == 0 and r.output.startswith(f"{result.cache_dir.name}  complete  14 clips (0 failed)  1 x 6 x 192")
+
+
+def test_float32_and_pyav_caches_agree_with_the_default(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    base = _cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0)
+    default = _arrays(run_extract(base).cache_dir)
+    fp32 = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0, dtype="float32"))
+    pyav = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0, backend="pyav"))
+    assert len({fp32.cache_dir, pyav.cache_dir}) == 2 and len(list(tmp_path.iterdir())) == 3
+    for result in (fp32, pyav):
+        arrays = _arrays(result.cache_dir)
+        assert arrays["features"].dtype == (np.float32 if result is fp32 else np.float16)
+        np.testing.assert_allclose(arrays["features"].astype(np.float32), default["features"].astype(np.float32),
+                                   rtol=2e-3, atol=2e-3)
+        np.testing.assert_array_equal(arrays["frame_index"], default["frame_index"])
+    assert json.loads((pyav.cache_dir / "cache.json").read_text())["extraction"]["decoder"] == "pyav"
 
 
 def test_torchrun_two_ranks_equal_one_process(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
@@ -287,3 +304,13 @@ def test_cli_rejects_a_folder_that_is_not_a_run(synthetic: Path, tmp_path: Path)
     assert r.exit_code == 1 and "is not a run directory" in r.output
     r = CliRunner().invoke(cli, ["cache", "info", str(tmp_path)])
     assert r.exit_code == 1 and "is not a feature cache" in r.output
+
+
+@pytest.mark.gpu
+def test_cuda_bf16_extraction_matches_cpu(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    cpu = _arrays(run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", device="cpu")).cache_dir)
+    result = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", device="cuda"))
+    index = json.loads((result.cache_dir / "cache.json").read_text())
+    assert index["extraction"]["amp"] == "bf16"  # auto on CUDA
+    gpu = _arrays(result.cache_dir)
+    np.testing.assert_allclose(gpu["features"].astype(np.float32), cpu["features"].astype(np.float32), rtol=0.05, atol=0.05)

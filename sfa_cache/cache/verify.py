@@ -25,7 +25,7 @@ def cache_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
         total = len(layout.plan_shards(len(job["manifest"]["rows"]), job["extraction"]["clips_per_shard"]))
         done = sum(layout.read_marker(cache_dir, i, job["key"]) is not None for i in range(total))
         return {"cache": str(cache_dir), "complete": False, "shards_done": done, "shards": total,
-                "fingerprint": job["fingerprint"]}
+                "fingerprint": job["fingerprint"], "manifest": job["manifest"]["path"]}
     index = layout.read_cache_index(cache_dir)
     size = _disk_bytes(cache_dir)
     return {
@@ -47,6 +47,7 @@ def cache_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
         "image_size": index["spatial"]["image_size"],
         "fingerprint": index["fingerprint"],
         "classes": len(index["classes"]),
+        "manifest": index["manifest"]["path"],
         "created_with": index["versions"].get("sfa_cache"),
     }
 
