@@ -67,11 +67,10 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
 
     Exits non-zero, listing every problem, when anything is wrong.
     """
-    rows = None
+    given = None
     if manifest is not None:
-        classes = read_cache_index(cache_dir)["classes"]
-        rows = [e.row for e in read_manifest(manifest, classes, root, split).entries]
-    problems = verify_cache(cache_dir, rows)
+        given = read_manifest(manifest, read_cache_index(cache_dir)["classes"], root, split)
+    problems = verify_cache(cache_dir, given)
     if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)

@@ -10,6 +10,7 @@ from sfa_cache.cache.views import VIEW_MODES
 from sfa_cache.cache.writer import COMPRESSORS, DTYPES
 from sfa_cache.cli.main import cli
 from sfa_cache.configs import config_from_dict
+from sfa_cache.distributed import dist_info
 from sfa_cache.pipelines.extract import ExtractConfig, run_extract
 from sfa_cache.train.loop import AMP_MODES
 from sfa_cache.video.reader import BACKENDS
@@ -66,4 +67,5 @@ def extract_cmd(no_progress: bool, eval_crops: str, **values: object) -> None:
     cfg = config_from_dict(ExtractConfig, {**values, "eval_crops": int(eval_crops), "progress": not no_progress},
                            where="extract options")
     result = run_extract(cfg)
-    click.echo(json.dumps(result.summary()))
+    if dist_info().is_main:  # under torchrun, rank 0 speaks for the whole job
+        click.echo(json.dumps(result.summary()))

@@ -26,7 +26,8 @@ from sfa_cache.models.fingerprint import preprocessing, spatial_fingerprint
 from sfa_cache.cache.views import VIEW_MODES, ViewSpec
 from sfa_cache.cache.writer import COMPRESSORS, DTYPES
 from sfa_cache.configs import config_to_dict
-from sfa_cache.data.manifest import Manifest, infer_classes, read_classes_file, read_manifest
+from sfa_cache.data.failures import read_failures
+from sfa_cache.data.manifest import infer_classes, manifest_digest, read_classes_file, read_manifest
 from sfa_cache.distributed import DistInfo, barrier, init_distributed, rank_device, shutdown_distributed
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import SpatialConfig
@@ -92,6 +93,7 @@ class ExtractConfig:
             (self.amp in AMP_MODES + ("auto",), f"--amp must be auto or one of {', '.join(AMP_MODES)}"),
             (self.backend in BACKENDS, f"unknown video backend {self.backend!r}; choose one of {', '.join(BACKENDS)}"),
             (self.decode_timeout >= 0, "--decode-timeout must be >= 0"),
+            (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -144,14 +146,6 @@ def load_source(cfg: ExtractConfig) -> tuple[SpatialTransformer, SpatialConfig, 
     return spatial, scfg, source, None
 
 
-def manifest_digest(manifest: Manifest) -> str:
-    """sha256 over the clips (row, label, path) and class names: the cache's input identity."""
-    h = hashlib.sha256(json.dumps(manifest.classes).encode())
-    for e in manifest.entries:
-        h.update(f"\n{e.row}|{e.label}|{e.path}".encode())
-    return "sha256:" + h.hexdigest()
-
-
 def _resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if device.type == "cuda" else "none"
@@ -194,6 +188,10 @@ def _finish(cache_dir: Path, job: dict[str, Any], shards: list[layout.ShardPlan]
     # The live log may hold duplicates from interrupted attempts; the markers are the truth.
     atomic_write_text(cache_dir / layout.FAILURES_FILE, "".join(json.dumps(f) + "\n" for f in failures))
     valid = sum(m["valid"] for m in markers)
+    if valid == 0:  # a cache of nothing but NaN helps nobody: not marked complete
+        first = failures[0] if failures else {}
+        raise SfaError(f"no clip of {job['manifest']['path']} could be decoded ({len(failures)} failures; first: "
+                       f"{first.get('path')}: {first.get('reason')}); see {cache_dir / layout.FAILURES_FILE}")
     index = {
         **job,
         "num_clips": num_clips,
@@ -211,7 +209,7 @@ def _reused(cache_dir: Path, key: str) -> ExtractResult:
     index = layout.read_cache_index(cache_dir)
     if index.get("key") != key:
         raise SfaError(f"{cache_dir} holds another cache (key mismatch); remove it or choose another --cache-root")
-    failures = [json.loads(line) for line in (cache_dir / layout.FAILURES_FILE).read_text().splitlines() if line]
+    failures = read_failures(cache_dir / layout.FAILURES_FILE)
     return ExtractResult(cache_dir, True, index["num_clips"], index["valid_clips"], index["failed_clips"],
                          len(index["shards"]), failures=failures)
 
@@ -268,8 +266,6 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
 
     mine = shards[info.rank :: info.world_size]
     todo = [s for s in mine if layout.read_marker(cache_dir, s.index, key) is None]
-    for s in todo:
-        layout.discard_shard(cache_dir, s.index)  # leftovers of an interrupted attempt
     if len(todo) < len(mine):
         log.info("resuming %s: %d of %d shards already complete", cache_dir, len(mine) - len(todo), len(mine))
     elif info.is_main:
@@ -279,7 +275,10 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
                                  progress=cfg.progress and info.is_main)
     engine = ShardExtractor(spatial.backbone, device, spec, engine_cfg, cache_dir=cache_dir, key=key,
                             failure_log=cache_dir / layout.FAILURES_FILE)
-    stats = engine.run(todo, manifest.entries)
+    with layout.shard_locks(cache_dir, [s.index for s in todo]):
+        for s in todo:
+            layout.discard_shard(cache_dir, s.index)  # leftovers of an interrupted attempt
+        stats = engine.run(todo, manifest.entries)
     barrier()  # every rank's markers are on disk
 
     if not info.is_main:

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from sfa_cache.data.loaders import resolve_device
+from sfa_cache.errors import SfaError
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,21 @@ def barrier() -> None:
 
 
 def rank_device(name: str, info: DistInfo) -> torch.device:
-    """'auto' -> this rank's GPU (cuda:LOCAL_RANK) when CUDA is available, else the CPU."""
+    """This rank's device: 'auto' is the GPU when CUDA is available, else the CPU.
+
+    Under torchrun with several processes, 'auto' and 'cuda' mean this rank's own GPU
+    (cuda:LOCAL_RANK); an explicit 'cuda:N' would put every rank on one GPU and is refused.
+    """
     if name == "auto":
-        return torch.device(f"cuda:{info.local_rank}" if torch.cuda.is_available() else "cpu")
-    return resolve_device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if info.world_size > 1 and name.startswith("cuda"):
+        if name != "cuda":
+            raise SfaError(f"--device {name} would put every rank on the same GPU; use --device cuda or auto under torchrun")
+        name = f"cuda:{info.local_rank}"
+    device = resolve_device(name)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # NCCL and default allocations follow this rank's GPU
+    return device
 
 
 def shutdown_distributed() -> None:

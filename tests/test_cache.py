@@ -154,7 +154,7 @@ def test_decode_pool_survives_a_worker_that_dies() -> None:
     assert pool.crashes == 2
 
 
-def test_decode_pool_recycles_workers_without_charging_start_up_to_a_job() -> None:
+def test_decode_pool_does_not_charge_worker_start_up_to_a_job() -> None:
     # A fresh worker takes longer than 0.3 s to import torch; that must not time out its first job.
     pool = DecodePool(abs, workers=1, timeout=0.3, max_jobs_per_worker=2)
     assert [r for _, r in pool.imap([-1, -2, -3, -4, -5])] == [1, 2, 3, 4, 5]
@@ -171,3 +171,79 @@ def test_eval_crops() -> None:
     assert not torch.equal(three[0], three[2])  # left and right ends of the long side differ
     tall = eval_crops(clip.transpose(0, 2, 1, 3), 32, (0.5,) * 3, (0.25,) * 3, crops=3)
     assert not torch.equal(tall[0], tall[2])
+
+
+def _pid_after(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_decode_pool_recycles_workers_every_n_jobs() -> None:
+    pool = DecodePool(_pid_after, workers=1, timeout=30, max_jobs_per_worker=2)
+    pids = [r for _, r in pool.imap([0.0] * 6)]
+    assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
+    assert len(set(pids)) == 3
+
+
+def test_decode_pool_replaces_a_worker_that_dies_while_idle(caplog: pytest.LogCaptureFixture) -> None:
+    # max_ahead=1: one job in flight, so while the consumer holds back the second worker is idle.
+    pool = DecodePool(_pid_after, workers=2, timeout=30, max_ahead=1)
+    run = pool.imap([0.3] * 6)
+    first = next(run)[1]
+    deadline = time.monotonic() + 60
+    while not all(w.ready for w in run.workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    idle = [w for w in run.workers if w.seq is None]
+    assert len(idle) >= 1
+    os.kill(idle[0].proc.pid, 9)
+    time.sleep(0.3)
+    rest = [r for _, r in run]
+    assert not any(isinstance(r, JobFailure) for r in rest) and len(rest) == 5 and isinstance(first, int)
+    assert idle[0].proc.pid not in rest and pool.crashes == 0
+    assert "died while idle (exit code -9)" in caplog.text
+
+
+def test_fingerprint_covers_weights_architecture_and_preprocessing() -> None:
+    import dataclasses
+
+    from sfa_cache.models.config import SpatialConfig
+    from sfa_cache.models.fingerprint import spatial_fingerprint
+
+    state = {"b": torch.ones(3), "a": torch.arange(4, dtype=torch.float16)}
+    cfg = SpatialConfig(backbone="vit_tiny_patch16_224", image_size=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    fp = spatial_fingerprint(state, cfg)
+    assert fp == spatial_fingerprint(dict(reversed(list(state.items()))), cfg)  # key order is irrelevant
+    assert fp == spatial_fingerprint(state, dataclasses.replace(cfg, backbone="vit_tiny_patch16_224.augreg_in21k"))
+    assert fp == spatial_fingerprint(state, dataclasses.replace(cfg, frame_chunk=7))  # runtime only
+    others = [
+        {**state, "b": torch.tensor([1.0, 1.0, 1.0 + 1e-6])},
+        {**state, "a": state["a"].float()},  # same values, another dtype
+    ]
+    for other in others:
+        assert spatial_fingerprint(other, cfg) != fp
+    for change in (dict(backbone="vit_tiny_patch16_384"), dict(image_size=64), dict(mean=(0.4, 0.5, 0.5))):
+        assert spatial_fingerprint(state, dataclasses.replace(cfg, **change)) != fp, change
+
+
+def test_rank_device_under_torchrun() -> None:
+    from sfa_cache.distributed import DistInfo, rank_device
+    from sfa_cache.errors import SfaError
+
+    two = DistInfo(rank=1, world_size=2, local_rank=1)
+    with pytest.raises(SfaError, match="every rank on the same GPU"):
+        rank_device("cuda:0", two)
+    if not torch.cuda.is_available():
+        assert rank_device("auto", two) == torch.device("cpu")
+
+
+def test_reader_never_reuses_handles_from_another_process(tmp_path: Path) -> None:
+    import pickle
+
+    root, datas = _fake_cache(tmp_path, [4])
+    cache = FeatureCache(root)
+    cache.features(0)
+    inherited = cache._arrays[(0, "features")]
+    cache._pid = -1  # as if this object had been inherited through fork
+    np.testing.assert_array_equal(cache.features(1), datas[0].features[1])
+    assert cache._arrays[(0, "features")] is not inherited and cache._pid == os.getpid()
+    assert pickle.loads(pickle.dumps(cache))._arrays == {}  # handles never travel to workers

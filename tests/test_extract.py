@@ -150,13 +150,13 @@ def test_all_clips_failing_stops_the_run(tiny_run: Path, videos, tmp_path: Path)
 
 def _cli_extract(run: Path, manifest: Path, root: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "sfa_cache.cli", "extract", "--model", str(run), "--manifest", str(manifest),
-            "--cache-root", str(root), "--frames", "6", "--clips-per-shard", "4", "--batch-frames", "20",
+            "--cache-root", str(root), "--frames", "6", "--clips-per-shard", "2", "--batch-frames", "20",
             "--num-workers", "1", "--no-progress", "--views", "2", *extra]
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
     manifest = synthetic / "train.csv"
-    reference = run_extract(_cfg(tiny_run, manifest, tmp_path / "ref", views=2, clips_per_shard=4, num_workers=0))
+    reference = run_extract(_cfg(tiny_run, manifest, tmp_path / "ref", views=2, clips_per_shard=2, num_workers=0))
     root = tmp_path / "killed"
     proc = subprocess.Popen(_cli_extract(tiny_run, manifest, root), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -167,14 +167,14 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_run: Path, synthet
     proc.wait()
     cache_dir = root / reference.cache_dir.name
     done = len(list(cache_dir.glob("shards/*.done")))
-    assert 1 <= done < 7 and not (cache_dir / "cache.json").exists(), "the kill did not land mid-run"
+    assert 1 <= done < 14 and not (cache_dir / "cache.json").exists(), "the kill did not land mid-run"
     assert "unfinished" in verify_cache(cache_dir)[0]
     # A half-written shard without its marker must be deleted and redone, not trusted.
-    stale = next(i for i in range(7) if layout.read_marker(cache_dir, i) is None)
+    stale = next(i for i in range(14) if layout.read_marker(cache_dir, i) is None)
     write_shard(layout.shard_path(cache_dir, stale), read_shard(layout.shard_path(reference.cache_dir, 0)))
     out = subprocess.run(_cli_extract(tiny_run, manifest, root), capture_output=True, text=True, check=True)
     summary = json.loads(out.stdout.splitlines()[-1])
-    assert summary["shards_extracted"] == 7 - done and "resuming" in out.stderr
+    assert summary["shards_extracted"] == 14 - done and "resuming" in out.stderr
     got, want = _arrays(cache_dir), _arrays(reference.cache_dir)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
@@ -211,9 +211,10 @@ def test_verify_catches_a_lost_marker_corruption_and_nan(tiny_run: Path, synthet
     cache_dir = fresh()
     data = read_shard(layout.shard_path(cache_dir, 1))
     data.features[2, 0, 3, 5] = np.nan  # a NaN inside a valid clip, written cleanly
+    data.features[4, 0, 0, 0] = np.inf  # and an overflow
     write_shard(layout.shard_path(cache_dir, 1), data)
     problems = verify_cache(cache_dir)
-    assert any("1 valid clip(s) hold NaN (first: clip 10)" in p for p in problems)
+    assert any("2 valid clip(s) hold NaN or inf (first: clip 10)" in p for p in problems)
     assert any("checksum mismatch" in p for p in problems)
 
 
@@ -223,6 +224,17 @@ def test_verify_checks_manifest_coverage(tiny_run: Path, synthetic: Path, tmp_pa
     assert runner.invoke(cli, ["cache", "verify", str(result.cache_dir), "--manifest", str(synthetic / "val.csv")]).exit_code == 0
     r = runner.invoke(cli, ["cache", "verify", str(result.cache_dir), "--manifest", str(synthetic / "train.csv")])
     assert r.exit_code == 1 and "does not cover the given manifest" in r.output
+    relabelled = tmp_path / "relabelled.csv"  # same rows and videos, one label changed
+    lines = (synthetic / "val.csv").read_text().splitlines()
+    path, label = lines[1].split(",")
+    other = next(line.split(",")[1] for line in lines[2:] if line.split(",")[1] != label)
+    relabelled.write_text("\n".join([lines[0], f"{synthetic / path},{other}"] + [
+        f"{synthetic / line.split(',')[0]},{line.split(',')[1]}" for line in lines[2:]]) + "\n")
+    r = runner.invoke(cli, ["cache", "verify", str(result.cache_dir), "--manifest", str(relabelled)])
+    assert r.exit_code == 1 and "differs from the one the cache was made from" in r.output
+    same = relabelled.read_text().replace(f"{synthetic / path},{other}", f"{synthetic / path},{label}")
+    relabelled.write_text(same)  # the original content, spelled with absolute paths
+    assert runner.invoke(cli, ["cache", "verify", str(result.cache_dir), "--manifest", str(relabelled)]).exit_code == 0
     r = runner.invoke(cli, ["cache", "info", str(result.cache_dir), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["clips"] == 14
     r = runner.invoke(cli, ["cache", "list", str(tmp_path)])
@@ -247,12 +259,13 @@ def test_float32_and_pyav_caches_agree_with_the_default(tiny_run: Path, syntheti
 def test_torchrun_two_ranks_equal_one_process(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
     manifest = synthetic / "train.csv"
     single = run_extract(_cfg(tiny_run, manifest, tmp_path / "one", views=2, clips_per_shard=4, num_workers=0))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "sfa_cache.cli", "extract", "--model", str(tiny_run), "--manifest", str(manifest), "--cache-root",
            str(tmp_path / "two"), "--frames", "6", "--views", "2", "--clips-per-shard", "4", "--batch-frames", "20",
-           "--num-workers", "0", "--no-progress"]
+           "--num-workers", "1", "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
+    assert len(out.stdout.strip().splitlines()) == 1  # one summary for the job, from rank 0
     cache_dir = tmp_path / "two" / single.cache_dir.name
     markers = [layout.read_marker(cache_dir, i) for i in range(7)]
     assert all(markers) and verify_cache(cache_dir) == []
@@ -290,11 +303,12 @@ def test_bare_backbone_with_local_weights(synthetic: Path, tmp_path: Path) -> No
     (["--mode", "eval", "--views", "2"], "--views is for --mode train"),
     (["--backbone", TINY_BACKBONE], "exactly one of --model"),
     (["--amp", "fp16", "--device", "cpu"], "fp16 needs a CUDA device"),
+    (["--seed", "-1"], "--seed must be >= 0"),
 ])
 def test_cli_bad_input_is_one_line_and_writes_nothing(tiny_run: Path, synthetic: Path, tmp_path: Path, args, match) -> None:
     r = CliRunner().invoke(cli, ["extract", "--model", str(tiny_run), "--manifest", str(synthetic / "val.csv"),
                                  "--cache-root", str(tmp_path / "c"), "--no-progress", *args])
-    assert r.exit_code != 0 and match in r.output and "Traceback" not in r.output
+    assert isinstance(r.exception, SystemExit) and r.exit_code != 0 and match in r.output  # not a crash
     assert not (tmp_path / "c").exists()
 
 
@@ -314,3 +328,24 @@ def test_cuda_bf16_extraction_matches_cpu(tiny_run: Path, synthetic: Path, tmp_p
     assert index["extraction"]["amp"] == "bf16"  # auto on CUDA
     gpu = _arrays(result.cache_dir)
     np.testing.assert_allclose(gpu["features"].astype(np.float32), cpu["features"].astype(np.float32), rtol=0.05, atol=0.05)
+
+
+def test_same_csv_over_other_videos_gets_its_own_cache(tiny_run: Path, videos, tmp_path: Path) -> None:
+    """The key covers what the manifest points at, not only its text."""
+    results = []
+    for folder, source in (("a", "index24"), ("b", "textured")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(videos[source], tmp_path / folder / "v.mp4")
+        (tmp_path / folder / "m.csv").write_text("path,label\nv.mp4,move_left\n")
+        results.append(run_extract(_cfg(tiny_run, tmp_path / folder / "m.csv", tmp_path / "caches", num_workers=0)))
+    assert results[0].cache_dir != results[1].cache_dir and not results[1].reused
+
+
+def test_a_second_extraction_of_the_same_cache_is_refused(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+    cfg = _cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0)
+    cache_dir = run_extract(cfg).cache_dir
+    layout.marker_path(cache_dir, 1).unlink()  # shard 1 is to be redone ...
+    with layout.shard_locks(cache_dir, [1]):  # ... but another process is writing it
+        with pytest.raises(SfaError, match="shard 1 of .* is being written by another extraction"):
+            run_extract(cfg)
+    assert run_extract(cfg).shards_extracted == 1 and verify_cache(cache_dir) == []

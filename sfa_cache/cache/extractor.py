@@ -162,9 +162,9 @@ class ShardExtractor:
                 batcher.add(row, frames.flatten(0, 1))
             bar.update(1)
         batcher.flush()
-        bad = np.flatnonzero(data.valid & np.isnan(data.features).any(axis=(1, 2, 3)))
-        if bad.size:  # e.g. fp16 overflow inside the model: never store it as a valid clip
-            raise SfaError(f"the spatial model produced NaN for clip {shard.start + int(bad[0])} "
+        bad = np.flatnonzero(data.valid & ~np.isfinite(data.features).all(axis=(1, 2, 3)))
+        if bad.size:  # e.g. an overflow (inf in float16): never store it as a valid clip
+            raise SfaError(f"the spatial model produced NaN/inf for clip {shard.start + int(bad[0])} "
                            f"({entries[shard.start + int(bad[0])].path}); try --amp none")
         return data, failures, batcher
 

@@ -5,6 +5,7 @@
     CACHE/shards/shard-NNNNN.done   completion marker, written atomically after the shard
     CACHE/failures.jsonl            clips that could not be decoded
     CACHE/cache.json                the index, written last: its presence means "complete"
+    CACHE/.locks/                   per-shard lock files held while a process writes a shard
 
 Markers are the only truth about a shard: a shard folder without a valid marker (matching this
 cache's key) is treated as garbage from an interrupted run, deleted and redone.
@@ -12,12 +13,14 @@ cache's key) is treated as garbage from an interrupted run, deleted and redone.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from sfa_cache.atomic import atomic_write_json
 from sfa_cache.errors import SfaError
@@ -26,6 +29,7 @@ CACHE_FORMAT = 1
 CACHE_FILE = "cache.json"
 JOB_FILE = "extract.json"
 SHARDS_DIR = "shards"
+LOCKS_DIR = ".locks"
 FAILURES_FILE = "failures.jsonl"
 
 
@@ -75,6 +79,32 @@ def discard_shard(cache_dir: str | os.PathLike, index: int) -> None:
     """Remove a shard's data and marker (marker first, so a crash here never leaves a lie)."""
     marker_path(cache_dir, index).unlink(missing_ok=True)
     shutil.rmtree(shard_path(cache_dir, index), ignore_errors=True)
+
+
+@contextlib.contextmanager
+def shard_locks(cache_dir: str | os.PathLike, indices: list[int]) -> Iterator[None]:
+    """Hold an exclusive lock on each shard this process may write, for the whole run.
+
+    Two extractions of one cache at once (a resubmitted job, a second terminal) would delete and
+    write each other's shards; the second one fails here instead, with a one-line error.
+    """
+    lock_dir = Path(cache_dir) / LOCKS_DIR
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    held = []
+    try:
+        for i in indices:
+            f = open(lock_dir / f"shard-{i:05d}.lock", "a")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                raise SfaError(f"shard {i} of {cache_dir} is being written by another extraction "
+                               "(same command running twice?); let it finish or stop it first") from None
+            held.append(f)
+        yield
+    finally:
+        for f in held:
+            f.close()  # closing releases the lock
 
 
 def read_json(path: Path) -> dict[str, Any]:

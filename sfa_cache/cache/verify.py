@@ -10,6 +10,7 @@ import numpy as np
 
 from sfa_cache.cache import layout
 from sfa_cache.cache.writer import read_shard
+from sfa_cache.data.manifest import Manifest, manifest_digest
 from sfa_cache.errors import SfaError
 
 
@@ -52,13 +53,14 @@ def cache_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
     }
 
 
-def verify_cache(cache_dir: str | os.PathLike, manifest_rows: Optional[list[int]] = None) -> list[str]:
+def verify_cache(cache_dir: str | os.PathLike, manifest: Optional[Manifest] = None) -> list[str]:
     """Every problem found (empty list: the cache is sound).
 
     Checks: cache.json present; every shard has its marker with this cache's key; the checksum
     recomputed from the data equals the marker's and cache.json's; array shapes agree with the
     index; valid clips hold no NaN and failed clips hold nothing but NaN; the clips cover the
-    manifest rows recorded at extraction (and `manifest_rows`, when given) exactly once, in order.
+    manifest rows recorded at extraction exactly once, in order; and, given a `manifest`, that it
+    is the one the cache was made from (same rows, labels, classes, paths and file sizes).
     """
     cache_dir = Path(cache_dir)
     try:
@@ -88,9 +90,10 @@ def verify_cache(cache_dir: str | os.PathLike, manifest_rows: Optional[list[int]
         checksum = data.checksum()
         if checksum != marker["checksum"] or checksum != s["checksum"]:
             problems.append(f"{name}: checksum mismatch (data changed or corrupted after it was written)")
-        nan = np.isnan(data.features.reshape(n, -1))
-        if (bad := np.flatnonzero(data.valid & nan.any(axis=1))).size:
-            problems.append(f"{name}: {bad.size} valid clip(s) hold NaN (first: clip {s['start'] + int(bad[0])})")
+        flat = data.features.reshape(n, -1)
+        nan = np.isnan(flat)
+        if (bad := np.flatnonzero(data.valid & ~np.isfinite(flat).all(axis=1))).size:
+            problems.append(f"{name}: {bad.size} valid clip(s) hold NaN or inf (first: clip {s['start'] + int(bad[0])})")
         if (bad := np.flatnonzero(~data.valid & ~nan.all(axis=1))).size:
             problems.append(f"{name}: {bad.size} failed clip(s) hold values (first: clip {s['start'] + int(bad[0])})")
         if (bad := np.flatnonzero(data.valid & (data.frame_index < 0).any(axis=(1, 2)))).size:
@@ -99,10 +102,15 @@ def verify_cache(cache_dir: str | os.PathLike, manifest_rows: Optional[list[int]
     expected = index["manifest"]["rows"]
     if not problems and rows != expected:
         problems.append(f"the shards hold {len(rows)} clips that do not match the {len(expected)} manifest rows recorded at extraction")
-    if manifest_rows is not None and expected != list(manifest_rows):
-        missing = sorted(set(manifest_rows) - set(expected))
-        problems.append(f"the cache does not cover the given manifest: {len(missing)} row(s) missing"
-                        + (f" (first: row {missing[0]})" if missing else ", or in another order"))
+    if manifest is not None:
+        rows_given = [e.row for e in manifest.entries]
+        missing = sorted(set(rows_given) - set(expected))
+        if rows_given != expected:
+            problems.append(f"the cache does not cover the given manifest: {len(missing)} row(s) missing"
+                            + (f" (first: row {missing[0]})" if missing else ", or in another order"))
+        elif manifest_digest(manifest) != index["manifest"]["digest"]:
+            problems.append("the given manifest differs from the one the cache was made from "
+                            "(labels, classes, video paths or file sizes changed)")
     if index["valid_clips"] + index["failed_clips"] != index["num_clips"]:
         problems.append("cache.json clip counts do not add up")
     return problems

@@ -62,13 +62,15 @@ def decode_views(job: ClipJob) -> tuple[torch.Tensor, np.ndarray]:
     if s.mode == "eval":
         idx = uniform_indices(reader.num_frames, s.frames, train=False)
         clip = eval_crops(reader.get_frames(idx), s.image_size, s.mean, s.std, s.eval_crops)
-        return clip.to(job.dtype), np.broadcast_to(idx, (s.eval_crops, s.frames)).astype(np.int32)
+        decoded = reader.last_indices  # may differ from idx when a stream ends early
+        return clip.to(job.dtype), np.broadcast_to(decoded, (s.eval_crops, s.frames)).astype(np.int32)
     rngs = [np.random.default_rng([s.seed, job.row, v]) for v in range(s.views)]
     indices = [uniform_indices(reader.num_frames, s.frames, train=True, rng=rng) for rng in rngs]
     wanted = np.unique(np.concatenate(indices))  # decode each frame once, whatever the views
     decoded = reader.get_frames(wanted)
-    views = []
+    views, actual = [], []
     for idx, rng in zip(indices, rngs):
-        frames = decoded[np.searchsorted(wanted, idx)]
-        views.append(train_transform(frames, s.image_size, s.mean, s.std, rng, s.augment).to(job.dtype))
-    return torch.stack(views), np.stack(indices).astype(np.int32)
+        pos = np.searchsorted(wanted, idx)
+        views.append(train_transform(decoded[pos], s.image_size, s.mean, s.std, rng, s.augment).to(job.dtype))
+        actual.append(reader.last_indices[pos])  # what was decoded, not only what was asked for
+    return torch.stack(views), np.stack(actual).astype(np.int32)

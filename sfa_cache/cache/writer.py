@@ -96,6 +96,23 @@ def write_shard(path: str | os.PathLike, data: ShardData, compressor: str = "blo
     for name in ("labels", "clip_index", "frame_index", "valid"):
         a = data.arrays()[name]
         group.create_array(name, data=a, chunks=a.shape if a.size else "auto")
+    _fsync_tree(path)  # on disk before the marker that vouches for it
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file and folder under `path`, and `path`'s parent (power-loss safety)."""
+    for root, _, files in os.walk(path):
+        for name in files + [""]:  # "" fsyncs the folder itself (its entries)
+            fd = os.open(os.path.join(root, name) if name else root, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_shard(path: str | os.PathLike) -> ShardData:

@@ -48,7 +48,19 @@ def _run(fn: Callable[[Any], Any], job: Any) -> Any:
         return JobFailure(_reason(e))
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when its parent process dies, even if a decode holds the GIL
+    (a hung decord never reads the closed pipe that would otherwise tell it to exit)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux / no glibc: the pipe EOF is the fallback
+        pass
+
+
 def _worker_main(conn: connection.Connection, fn: Callable[[Any], Any]) -> None:
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     import torch
 
@@ -125,21 +137,14 @@ class DecodePool(Generic[J]):
         self.crashes = 0
 
     def imap(self, jobs: Sequence[J]) -> Iterator[tuple[int, Any]]:
+        """Iterate (position, result) in job order; call `close()` on it to stop early."""
         if self.workers == 0:
-            for i, job in enumerate(jobs):
-                yield i, _run(self.fn, job)
-            return
-        run = _Run(self, list(jobs))
-        run.thread.start()
-        try:
-            for i in range(len(run.jobs)):
-                yield i, run.take(i)
-        finally:
-            run.close()
+            return ((i, _run(self.fn, job)) for i, job in enumerate(jobs))
+        return _Run(self, list(jobs))
 
 
 class _Run:
-    """One `imap` call: the manager thread's state, shared with the consumer under `cond`."""
+    """One `imap` call: an iterator whose manager thread shares its state under `cond`."""
 
     def __init__(self, pool: DecodePool, jobs: list[Any]) -> None:
         self.pool = pool
@@ -151,6 +156,18 @@ class _Run:
         self.stopping = threading.Event()
         self.workers: list[_Worker] = []
         self.thread = threading.Thread(target=self._manage, name="decode-pool", daemon=True)
+
+    def __iter__(self) -> "_Run":
+        return self
+
+    def __next__(self) -> tuple[int, Any]:
+        i = self.consumed
+        if i >= len(self.jobs):
+            self.close()
+            raise StopIteration
+        if self.thread.ident is None:  # start on first use, like a generator
+            self.thread.start()
+        return i, self.take(i)
 
     def take(self, i: int) -> Any:
         with self.cond:
@@ -164,7 +181,8 @@ class _Run:
 
     def close(self) -> None:
         self.stopping.set()
-        self.thread.join()
+        if self.thread.ident is not None:
+            self.thread.join()
 
     def _deliver(self, seq: int, result: Any) -> None:
         with self.cond:
@@ -177,36 +195,38 @@ class _Run:
             self.workers = [_Worker(pool.ctx, pool.fn) for _ in range(min(pool.workers, len(self.jobs)))]
             next_job = 0
             while not self.stopping.is_set():
-                for i, w in enumerate(self.workers):  # hand out work, recycling worn workers
+                for i, w in enumerate(self.workers):  # hand out work
                     if w.seq is not None or not w.ready:
+                        continue
+                    if w.done >= pool.max_jobs_per_worker:  # worn out: its successor gets work once ready
+                        self._restart(i, w)
                         continue
                     with self.cond:
                         room = next_job < min(len(self.jobs), self.consumed + pool.max_ahead)
                     if not room:
                         break
-                    if w.done >= pool.max_jobs_per_worker:  # its successor gets work once ready
-                        w.stop()
-                        self.workers[i] = _Worker(pool.ctx, pool.fn)
+                    try:
+                        w.send(next_job, self.jobs[next_job])
+                    except OSError:  # it died while idle (e.g. the OOM killer): the job goes elsewhere
+                        w.seq = None
+                        self._restart(i, w, died=True)
                         continue
-                    w.send(next_job, self.jobs[next_job])
                     next_job += 1
-                busy = [w for w in self.workers if w.seq is not None or not w.ready]
-                if not busy:
-                    if next_job >= len(self.jobs):
-                        return
-                    with self.cond:  # wait for the consumer to make room
-                        self.cond.wait(0.1)
-                    continue
-                ready = connection.wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.1)
+                if next_job >= len(self.jobs) and all(w.seq is None for w in self.workers):
+                    return
+                # Watch every worker, idle ones included: any of them may die at any time.
+                waitables = [w.conn for w in self.workers] + [w.proc.sentinel for w in self.workers]
+                ready = connection.wait(waitables, timeout=0.1)
                 now = time.monotonic()
                 for i, w in enumerate(self.workers):
-                    if w.seq is None and w.ready:
-                        continue
                     if w.conn in ready or w.proc.sentinel in ready:
                         self._collect(i, w)
                     elif not w.ready and now - w.started > STARTUP_TIMEOUT:
                         raise RuntimeError(f"a decode worker did not start within {STARTUP_TIMEOUT:g}s")
                     elif w.seq is not None and pool.timeout is not None and now - w.started > pool.timeout:
+                        if w.conn.poll():  # the result arrived after the wait returned
+                            self._collect(i, w)
+                            continue
                         pool.timeouts += 1
                         self._replace(i, w, f"decode timed out after {pool.timeout:g}s (worker killed)")
         except BaseException as e:  # surfaced to the consumer by take()
@@ -231,12 +251,22 @@ class _Run:
                 return
         except (EOFError, OSError):
             pass
-        # The process ended (or its pipe broke) without a result: a crash inside the decoder.
+        # The process ended (or its pipe broke) without a result.
         w.proc.join(timeout=1)
-        if w.seq is None:
+        if not w.ready:  # a worker that cannot even start is a broken setup, not a bad video
             raise RuntimeError(f"a decode worker died while starting (exit code {w.proc.exitcode})")
-        self.pool.crashes += 1
+        if w.seq is None:
+            self._restart(i, w, died=True)
+            return
+        self.pool.crashes += 1  # a crash inside the decoder: the job fails, the run goes on
         self._replace(i, w, f"decoder process died (exit code {w.proc.exitcode})")
+
+    def _restart(self, i: int, w: _Worker, died: bool = False) -> None:
+        """Replace an idle worker (worn out, or found dead)."""
+        if died:
+            log.warning("a decode worker died while idle (exit code %s); starting another", w.proc.exitcode)
+        w.stop(kill=died)
+        self.workers[i] = _Worker(self.pool.ctx, self.pool.fn)
 
     def _replace(self, i: int, w: _Worker, reason: str) -> None:
         seq = w.seq

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -85,6 +86,24 @@ def read_manifest(
     if not entries:
         raise SfaError(f"{csv_path}: no rows" + (f" with split={split!r}" if split else ""))
     return Manifest(csv_path, entries, list(classes))
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    """sha256 over the class names and every clip's (row, label, absolute path, file size).
+
+    The identity of a manifest's *content*: the same CSV pointing at another copy of the data
+    (another folder, or videos re-encoded in place) gets another digest. Missing files count
+    with size -1.
+    """
+    h = hashlib.sha256(json.dumps(manifest.classes).encode())
+    for e in manifest.entries:
+        path = os.path.abspath(e.path)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            size = -1
+        h.update(f"\n{e.row}|{e.label}|{path}|{size}".encode())
+    return "sha256:" + h.hexdigest()
 
 
 def read_classes_file(path: str | os.PathLike) -> list[str]:

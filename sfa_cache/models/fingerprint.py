@@ -1,7 +1,7 @@
 """The spatial fingerprint: what a cached feature depends on, as one sha256.
 
-It hashes the spatial weights (sorted names, dtype, shape, bytes) and the preprocessing that
-changes features (image size, mean/std, resize and crop policy). Two caches, or a cache and a
+It hashes the spatial weights (sorted names, dtype, shape, bytes), the timm architecture, and the
+preprocessing that changes features (image size, mean/std, resize and crop policy). Two caches, or a cache and a
 Stage-1 run, with the same fingerprint hold features of the same function of the pixels.
 """
 
@@ -26,6 +26,9 @@ def preprocessing(cfg: SpatialConfig) -> dict[str, Any]:
         raise ValueError("the spatial config's mean/std must be resolved before fingerprinting")
     return {
         "version": PREPROCESSING_VERSION,
+        # Same weights in two timm variants (e.g. GELU vs quick-GELU CLIP) compute different
+        # features: the architecture is part of the identity. The pretrained tag is not.
+        "architecture": cfg.backbone.split(".")[0],
         "image_size": cfg.image_size,
         "mean": [float(v) for v in cfg.mean],
         "std": [float(v) for v in cfg.std],

@@ -170,9 +170,13 @@ def load_spatial(run_dir: str | Path) -> tuple[SpatialTransformer, SpatialConfig
     if not state:
         raise SfaError(f"{run_dir} holds no spatial weights (a Stage-2 run?); give the Stage-1 or assembled run")
     spatial = SpatialTransformer(cfg)
-    missing, unexpected = spatial.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise SfaError(f"{run_dir}: spatial weights do not fit {cfg.backbone}: missing {missing[:8]}, unexpected {unexpected[:8]}")
+    own = spatial.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in state if k not in own or state[k].shape != own[k].shape]
+    if missing or wrong:
+        raise SfaError(f"{run_dir}: spatial weights do not fit {cfg.backbone} at {cfg.image_size} px "
+                       f"(missing {missing[:4]}, unexpected or mis-shaped {wrong[:4]})")
+    spatial.load_state_dict(state)
     return spatial, cfg
 
 

@@ -21,6 +21,7 @@ BACKENDS = ("decord", "pyav")
 class VideoReader(Protocol):
     path: str
     num_frames: int
+    last_indices: np.ndarray  # the frames the last get_frames call actually returned, [T]
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         """[T] frame indices -> [T, H, W, 3] uint8 RGB."""
@@ -57,8 +58,9 @@ class DecordReader:
             raise VideoReadError(self.path, "no decodable video frames")
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+        self.last_indices = _clamp(indices, self.num_frames)
         try:
-            return self._vr.get_batch(_clamp(indices, self.num_frames).tolist()).asnumpy()
+            return self._vr.get_batch(self.last_indices.tolist()).asnumpy()
         except Exception as e:
             raise VideoReadError(self.path, f"decode failed: {_first_line(e)}") from None
 
@@ -111,7 +113,8 @@ class PyAVReader:
             raise VideoReadError(self.path, "no frame decoded")
         # A stream that decodes fewer frames than its header claims: clamp to what decoded.
         decoded = sorted(frames)
-        return np.stack([frames[i] if i in frames else frames[decoded[-1]] for i in wanted.tolist()])
+        self.last_indices = np.array([i if i in frames else decoded[-1] for i in wanted.tolist()], dtype=np.int64)
+        return np.stack([frames[i] for i in self.last_indices.tolist()])
 
 
 def open_video(path: str | os.PathLike, backend: str = "decord") -> VideoReader:
