@@ -141,7 +141,8 @@ def load_source(cfg: ExtractConfig) -> tuple[SpatialTransformer, SpatialConfig, 
         log.warning("the backbone %s has random weights (no --backbone-weights / --pretrained)", cfg.backbone)
     mean, std = backbone_norm(spatial.backbone)
     scfg = SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size, mean=mean, std=std)
-    source = {"backbone": cfg.backbone, "weights": str(Path(cfg.backbone_weights).resolve()) if cfg.backbone_weights else
+    source = {"backbone": cfg.backbone, "image_size": cfg.image_size, "seed": cfg.seed,
+              "weights": str(Path(cfg.backbone_weights).resolve()) if cfg.backbone_weights else
               ("timm-hub" if cfg.pretrained else "random")}
     return spatial, scfg, source, None
 

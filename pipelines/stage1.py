@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -23,9 +22,10 @@ from sfa_cache.data.video_dataset import ClipSpec, EpochSampler, VideoClipDatase
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig, temporal_preset
 from sfa_cache.models.spatial import create_backbone
-from sfa_cache.models.vivit import ViViTFE, save_model_weights
+from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.train import run_dir as rd
-from sfa_cache.train.loop import OptimConfig, Trainer, evaluate
+from sfa_cache.train.fit import fit
+from sfa_cache.train.loop import OptimConfig, Trainer
 from sfa_cache.video.reader import BACKENDS
 from sfa_cache.video.transforms import AugmentConfig
 
@@ -138,34 +138,6 @@ def build_model_config(cfg: Stage1Config, num_classes: int) -> ViViTConfig:
     return ViViTConfig(num_classes=num_classes, spatial=spatial, adapter=AdapterConfig("none"), temporal=temporal)
 
 
-def _identity(train_cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flattened settings that define a run's result ('optim.lr': 0.1, ...)."""
-    flat: dict[str, Any] = {}
-    for k, v in train_cfg.items():
-        if isinstance(v, dict):
-            flat.update(_identity(v, f"{prefix}{k}."))
-        elif k not in RUNTIME_KEYS:
-            flat[prefix + k] = v
-    return flat
-
-
-def _prepare_out(cfg: Stage1Config, resume: bool) -> bool:
-    """Check the output folder; returns True when an existing run is to be continued."""
-    out = Path(cfg.out)
-    if (out / rd.CONFIG_FILE).is_file():
-        stored = rd.read_run_config(out)
-        if not resume:
-            raise SfaError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        old, new = _identity(stored.get("train", {})), _identity(config_to_dict(cfg))
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if stored.get("kind") != "stage1" or changed:
-            raise SfaError(f"{out} holds a different run (differs in: {', '.join(changed) or 'kind'}); choose another --out")
-        return True
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SfaError(f"{out} exists and is not a run directory; choose another --out")
-    return False
-
-
 def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     """Train, evaluate every epoch, and write the run directory. Returns the last metrics."""
     cfg.validate()
@@ -181,7 +153,8 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     model = ViViTFE(model_cfg, pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights)
     if cfg.backbone_weights is None and not cfg.pretrained:
         log.warning("the spatial transformer starts from random weights (no --pretrained / --backbone-weights)")
-    resuming = _prepare_out(cfg, resume)
+    resuming = rd.prepare_run_dir(cfg.out, kind="stage1", train_config=config_to_dict(cfg), resume=resume,
+                                  runtime_keys=RUNTIME_KEYS)
 
     out = Path(cfg.out)
     device = resolve_device(cfg.device)
@@ -216,23 +189,5 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     if cfg.compile:
         model.compile()  # in place: state-dict keys stay the same
 
-    last: dict[str, Any] = {}
-    ran = 0
-    while trainer.epoch < cfg.optim.epochs and (cfg.stop_after is None or ran < cfg.stop_after):
-        epoch = trainer.epoch
-        train_sampler.set_epoch(epoch)
-        t0 = time.perf_counter()
-        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1}
-        record.update(trainer.train_epoch(train_loader, log_every=cfg.log_every, log=lambda r: rd.append_metrics(out, r),
-                                          desc=f"epoch {epoch + 1}/{cfg.optim.epochs}"))
-        if val_loader is not None:
-            record.update(evaluate(model, val_loader, device=device, num_classes=len(classes), amp=cfg.optim.amp))
-        record.update(step=trainer.step, lr=trainer.lr(), epoch_seconds=time.perf_counter() - t0)
-        rd.append_metrics(out, record)
-        save_model_weights(model, out)
-        rd.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
-        log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", epoch + 1, cfg.optim.epochs, record["train_loss"],
-                 f"val top-1 {record['val_top1']:.2f}  top-5 {record['val_top5']:.2f}" if val_loader else "no val", record["epoch_seconds"])
-        last = record
-        ran += 1
-    return last
+    return fit(trainer, out, train_loader=train_loader, train_sampler=train_sampler, val_loader=val_loader,
+               log_every=cfg.log_every, stop_after=cfg.stop_after)

@@ -15,8 +15,8 @@ from sfa_cache.data.failures import record_failure
 from sfa_cache.data.manifest import Manifest
 from sfa_cache.errors import VideoReadError
 from sfa_cache.video.reader import open_video
-from sfa_cache.video.sampling import uniform_indices
-from sfa_cache.video.transforms import AugmentConfig, eval_transform, train_transform
+from sfa_cache.video.sampling import multi_clip_indices, uniform_indices
+from sfa_cache.video.transforms import AugmentConfig, eval_crops, eval_transform, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,55 @@ class VideoClipDataset(torch.utils.data.Dataset):
         else:
             clip = eval_transform(frames, s.image_size, s.mean, s.std)
         return clip, entry.label
+
+
+@dataclass
+class MultiViewSpec:
+    """Multi-view testing (ViViT): `clips` temporal clips x `crops` spatial crops per video."""
+
+    frames: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    clips: int = 1
+    crops: int = 1
+    backend: str = "decord"
+
+
+def multi_view_clip(path: str | os.PathLike, spec: MultiViewSpec) -> torch.Tensor:
+    """-> [clips * crops, F, 3, S, S] (clip-major). Each frame is decoded once. Raises VideoReadError.
+
+    `clips=1, crops=1` is exactly the evaluation view of `VideoClipDataset` and of an eval cache.
+    """
+    reader = open_video(path, spec.backend)
+    idx = multi_clip_indices(reader.num_frames, spec.frames, spec.clips)  # [clips, F]
+    wanted = np.unique(idx)
+    decoded = reader.get_frames(wanted)
+    views = [eval_crops(decoded[np.searchsorted(wanted, clip)], spec.image_size, spec.mean, spec.std, spec.crops)
+             for clip in idx]
+    return torch.cat(views)
+
+
+class MultiViewClipDataset(torch.utils.data.Dataset):
+    """index -> (views [V, F, 3, S, S], label) for evaluation, or None for an unreadable video."""
+
+    def __init__(self, manifest: Manifest, spec: MultiViewSpec, failure_log: Optional[str | os.PathLike] = None) -> None:
+        self.manifest = manifest
+        self.spec = spec
+        self.failure_log = failure_log
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> Optional[tuple[torch.Tensor, int]]:
+        index = key[1] if isinstance(key, tuple) else key
+        entry = self.manifest.entries[index]
+        try:
+            return multi_view_clip(entry.path, self.spec), entry.label
+        except VideoReadError as e:
+            log.warning("skipping %s", e)
+            record_failure(self.failure_log, path=e.path, reason=e.reason, row=entry.row)
+            return None
 
 
 def collate_skip_failed(batch: list[Any]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], int]:

@@ -18,6 +18,9 @@ from sfa_cache.video.transforms import RESIZE_RATIO
 
 # Bump when the preprocessing code changes what a given (weights, settings) pair produces.
 PREPROCESSING_VERSION = 1
+# Bump when what the fingerprint covers changes: fingerprints stored under an older version's
+# key are then ignored and recomputed (2: the architecture joined the hash).
+FINGERPRINT_VERSION = 2
 
 
 def preprocessing(cfg: SpatialConfig) -> dict[str, Any]:
@@ -26,6 +29,7 @@ def preprocessing(cfg: SpatialConfig) -> dict[str, Any]:
         raise ValueError("the spatial config's mean/std must be resolved before fingerprinting")
     return {
         "version": PREPROCESSING_VERSION,
+        "fingerprint_version": FINGERPRINT_VERSION,
         # Same weights in two timm variants (e.g. GELU vs quick-GELU CLIP) compute different
         # features: the architecture is part of the identity. The pretrained tag is not.
         "architecture": cfg.backbone.split(".")[0],

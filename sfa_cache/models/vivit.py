@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from sfa_cache.atomic import atomic_write
-from sfa_cache.models.fingerprint import spatial_fingerprint
+from sfa_cache.models.fingerprint import FINGERPRINT_VERSION, spatial_fingerprint
 from sfa_cache.configs import config_from_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.adapter import build_adapter
@@ -22,7 +22,8 @@ from sfa_cache.models.temporal import TemporalTransformer, resize_temporal_pos_e
 from sfa_cache.train.run_dir import CONFIG_FILE, read_run_config
 
 MODEL_FILE = "model.safetensors"
-FINGERPRINT_KEY = "spatial_fingerprint"  # in the safetensors header metadata
+# In the safetensors header metadata; versioned so that a stale definition is never trusted.
+FINGERPRINT_KEY = f"spatial_fingerprint_v{FINGERPRINT_VERSION}"
 
 
 class ViViTFE(nn.Module):
@@ -30,7 +31,8 @@ class ViViTFE(nn.Module):
 
     `forward`: [B, T, 3, H, W] normalised float frames -> [B, num_classes] logits.
     `with_spatial=False` builds only adapter + temporal (Stage 2 on cached tokens): the spatial
-    ViT is then never constructed, so memory does not depend on its size.
+    ViT is then never constructed, so memory does not depend on its size, and `forward` takes
+    the cached tokens [B, T, D] instead of frames.
     """
 
     def __init__(
@@ -80,8 +82,10 @@ class ViViTFE(nn.Module):
         """[B, D] -> [B, num_classes]."""
         return self.temporal.forward_head(x)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(frames))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames [B, T, 3, H, W] (or tokens [B, T, D] without a spatial part) -> [B, classes]."""
+        features = self.forward_tokens(x) if self.spatial is None else self.forward_features(x)
+        return self.forward_head(features)
 
     # --- freezing ------------------------------------------------------------------------------
     def freeze_spatial(self) -> "ViViTFE":

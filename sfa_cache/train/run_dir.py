@@ -56,6 +56,49 @@ def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None
     atomic_write_json(Path(run_dir) / CONFIG_FILE, config)
 
 
+def _identity(train_cfg: dict[str, Any], runtime_keys: frozenset[str], prefix: str = "") -> dict[str, Any]:
+    """Flattened settings that define a run's result ('optim.lr': 0.1, ...)."""
+    flat: dict[str, Any] = {}
+    for k, v in train_cfg.items():
+        if isinstance(v, dict):
+            flat.update(_identity(v, runtime_keys, f"{prefix}{k}."))
+        elif k not in runtime_keys:
+            flat[prefix + k] = v
+    return flat
+
+
+def prepare_run_dir(out: str | os.PathLike, *, kind: str, train_config: dict[str, Any], resume: bool,
+                    runtime_keys: frozenset[str]) -> bool:
+    """Check an output folder before training; returns True when an existing run is to be continued.
+
+    An existing run is continued only with `resume` and identical settings (except
+    `runtime_keys`, which may change between invocations); the error names the keys that differ.
+    A non-empty folder that is not a run is refused.
+    """
+    out = Path(out)
+    if (out / CONFIG_FILE).is_file():
+        stored = read_run_config(out)
+        if not resume:
+            raise SfaError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+        old, new = _identity(stored.get("train", {}), runtime_keys), _identity(train_config, runtime_keys)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if stored.get("kind") != kind or changed:
+            raise SfaError(f"{out} holds a different run (differs in: {', '.join(changed) or 'kind'}); choose another --out")
+        return True
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SfaError(f"{out} exists and is not a run directory; choose another --out")
+    return False
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA allocator peak on a GPU, peak RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def save_train_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:
     """One complete checkpoint dict (model, optimiser, scaler, epoch, step), atomically."""
     atomic_write(Path(run_dir) / TRAIN_STATE_FILE, lambda tmp: torch.save(state, tmp))

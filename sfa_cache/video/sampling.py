@@ -40,6 +40,22 @@ def uniform_indices(
     return np.clip(idx, 0, num_frames - 1)
 
 
+def multi_clip_indices(num_frames: int, n: int, clips: int) -> np.ndarray:
+    """`clips` deterministic temporal clips for multi-view testing -> int64 [clips, n].
+
+    Each clip takes one frame per segment, clip k at offset (k + 0.5) / clips inside every
+    segment: the clips interleave and together cover the video evenly. `clips=1` is exactly
+    `uniform_indices(train=False)`, the centre of each segment.
+    """
+    _check(num_frames, n)
+    if clips < 1:
+        raise SfaError(f"clips must be >= 1, got {clips}")
+    seg = num_frames / n
+    offsets = (np.arange(clips) + 0.5) / clips
+    idx = np.floor((np.arange(n)[None, :] + offsets[:, None]) * seg).astype(np.int64)
+    return np.clip(idx, 0, num_frames - 1)
+
+
 def dense_indices(
     num_frames: int, n: int, stride: int, *, train: bool, rng: Optional[np.random.Generator] = None
 ) -> np.ndarray:

@@ -1,0 +1,75 @@
+"""`sfa-cache evaluate` and `sfa-cache predict`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from sfa_cache.cli.main import cli
+from sfa_cache.configs import config_from_dict
+from sfa_cache.errors import SfaError
+from sfa_cache.pipelines.evaluate import EvaluateConfig, predict, run_evaluate
+from sfa_cache.train.loop import AMP_MODES
+from sfa_cache.video.reader import BACKENDS
+
+E = EvaluateConfig
+_RUN = click.Path(exists=True, file_okay=False)
+
+
+def _view_options(f):
+    for option in reversed([
+        click.option("--clips", default=E.clips, show_default=True, help="Temporal clips per video (multi-view testing)."),
+        click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True, help="Spatial crops per clip."),
+        click.option("--frames", type=int, help="Frames per clip [default: the model's]."),
+        click.option("--backend", type=click.Choice(BACKENDS), default=E.backend, show_default=True),
+        click.option("--device", default=E.device, show_default=True),
+        click.option("--amp", type=click.Choice(AMP_MODES), default=E.amp, show_default=True),
+    ]):
+        f = option(f)
+    return f
+
+
+@cli.command("evaluate")
+@click.option("--run", "run", type=_RUN, required=True, help="Run directory with spatial weights (Stage 1, baseline or assembled).")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True, help="CSV of the videos to evaluate.")
+@click.option("--root", type=_RUN, help="Folder video paths are relative to [default: the CSV's folder].")
+@click.option("--split", help="Keep only manifest rows with this 'split' value.")
+@_view_options
+@click.option("--batch-size", default=E.batch_size, show_default=True, help="Videos per forward (each has clips x crops views).")
+@click.option("--num-workers", default=E.num_workers, show_default=True, help="Decoding worker processes.")
+@click.option("--out", type=click.Path(file_okay=False), help="Where metrics go [default: RUN/eval/<manifest>-<clips>x<crops>].")
+def evaluate_cmd(crops: str, **values: object) -> None:
+    """Top-1 / top-5, per-class accuracy and a confusion matrix on raw videos.
+
+    Writes metrics.json and confusion.csv; prints one JSON line. Example (ViViT's 4x3 views):
+
+    \b
+      sfa-cache evaluate --run runs/s2/assembled --manifest data/val.csv --clips 4 --crops 3
+    """
+    cfg = config_from_dict(EvaluateConfig, {**values, "crops": int(crops)}, where="evaluate options")
+    metrics = run_evaluate(cfg)
+    click.echo(json.dumps({k: v for k, v in metrics.items() if k != "per_class_top1"}))
+
+
+@cli.command("predict")
+@click.option("--run", "run", type=_RUN, required=True, help="Run directory with spatial weights.")
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
+@_view_options
+@click.option("--top-k", default=5, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per video.")
+def predict_cmd(run: str, videos: tuple[str, ...], clips: int, crops: str, frames: int | None, backend: str,
+                device: str, amp: str, top_k: int, as_json: bool) -> None:
+    """Top-k labels with probabilities for each video. Exits 1 if any video could not be read."""
+    results = predict(run, videos, clips=clips, crops=int(crops), top_k=top_k, frames=frames, backend=backend,
+                      device=device, amp=amp)
+    for r in results:
+        if as_json:
+            click.echo(json.dumps(r))
+        elif "error" in r:
+            click.echo(f"{r['path']}: cannot read: {r['error']}")
+        else:
+            click.echo(f"{r['path']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top"]))
+    failed = sum("error" in r for r in results)
+    if failed:
+        raise SfaError(f"{failed} of {len(results)} video(s) could not be read")

@@ -1,0 +1,87 @@
+"""`sfa-cache train-temporal` and `sfa-cache assemble`."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from sfa_cache.cli.main import cli, explicit_params
+from sfa_cache.models.config import ADAPTER_KINDS, TEMPORAL_PRESETS
+from sfa_cache.pipelines.assemble import assemble
+from sfa_cache.pipelines.train_temporal import TEMPORAL_INITS, TrainTemporalConfig, resolve_config, run_train_temporal
+from sfa_cache.train.loop import AMP_MODES, OptimConfig
+from sfa_cache.train.optim import OPTIMIZERS
+
+O = OptimConfig
+T = TrainTemporalConfig
+_DIR = click.Path(exists=True, file_okay=False)
+
+
+@cli.command("train-temporal")
+@click.option("--train-cache", type=_DIR, required=True, help="Feature cache of the training clips (sfa-cache extract).")
+@click.option("--val-cache", type=_DIR, help="Feature cache of the evaluation clips (--mode eval), evaluated every epoch.")
+@click.option("--stage1", type=_DIR, help="Stage-1 run: initialises the temporal transformer; its fingerprint must match the cache.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to create (or --resume).")
+@click.option("--temporal-init", type=click.Choice(TEMPORAL_INITS), default=T.temporal_init, show_default=True,
+              help="scratch: random temporal transformer (the ablation).")
+@click.option("--frames", default=T.frames, show_default=True, help="Frames per clip, a uniform subset of the cached ones.")
+@click.option("--adapter", type=click.Choice(ADAPTER_KINDS), default=T.adapter, show_default=True,
+              help="mlp: the paper's Linear-GELU-Linear; residual: x + MLP(x), identity at init.")
+@click.option("--adapter-hidden", type=int, help="Adapter hidden width [default: the feature width].")
+@click.option("--temporal-depth", type=int, help="Layers, when training from scratch without --stage1 [default: 4].")
+@click.option("--temporal-preset", type=click.Choice(list(TEMPORAL_PRESETS)), help="Paper size B/L/H/g, from scratch without --stage1.")
+@click.option("--drop-path", default=T.drop_path, show_default=True)
+@click.option("--epochs", default=O.epochs, show_default=True)
+@click.option("--batch-size", default=O.batch_size, show_default=True, help="Clips per step.")
+@click.option("--accum-steps", default=O.accum_steps, show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=O.optimizer, show_default=True)
+@click.option("--lr", default=O.lr, show_default=True, help="Peak learning rate (cosine schedule with linear warmup).")
+@click.option("--min-lr", default=O.min_lr, show_default=True)
+@click.option("--weight-decay", default=O.weight_decay, show_default=True)
+@click.option("--momentum", default=O.momentum, show_default=True)
+@click.option("--warmup-epochs", default=O.warmup_epochs, show_default=True)
+@click.option("--clip-grad", default=O.clip_grad, show_default=True, help="Max gradient norm (0 disables).")
+@click.option("--label-smoothing", default=O.label_smoothing, show_default=True)
+@click.option("--mixup", default=O.mixup, show_default=True, help="Feature-level mixup alpha (0 disables).")
+@click.option("--amp", type=click.Choice(AMP_MODES), default=O.amp, show_default=True)
+@click.option("--device", default=T.device, show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--num-workers", default=T.num_workers, show_default=True, help="Cache-reading worker processes.")
+@click.option("--seed", default=T.seed, show_default=True)
+@click.option("--log-every", default=T.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")
+@click.option("--stop-after", type=int, help="Stop after this many epochs in this invocation.")
+@click.option("--no-assemble", is_flag=True, help="Do not write OUT/assembled at the end.")
+@click.pass_context
+def train_temporal_cmd(ctx: click.Context, resume: bool, no_assemble: bool, **_: object) -> None:
+    """Stage 2: train the adapter and temporal transformer on cached features.
+
+    The spatial transformer is never built. At the end, OUT/assembled holds the end-to-end
+    model (Stage-1 spatial + Stage-2 adapter and temporal) for evaluate / predict. Example:
+
+    \b
+      sfa-cache train-temporal --train-cache caches/train-train-32f-XXXX \\
+          --val-cache caches/val-eval-32f-YYYY --stage1 runs/s1 --frames 32 --out runs/s2
+    """
+    values = explicit_params(ctx)
+    values.pop("resume", None)
+    values.pop("no_assemble", None)
+    if values.get("clip_grad") == 0:
+        values["clip_grad"] = None
+    cfg = resolve_config({**values, "assemble": not no_assemble})
+    last = run_train_temporal(cfg, resume=resume)
+    click.echo(json.dumps({"out": cfg.out, **{k: v for k, v in last.items() if k != "kind"}}))
+
+
+@cli.command("assemble")
+@click.argument("stage2_run", type=_DIR)
+@click.option("--out", type=click.Path(file_okay=False), help="Where to write it [default: STAGE2_RUN/assembled].")
+@click.option("--spatial-run", type=_DIR, help="Take the spatial weights from this run [default: the Stage-1 run of STAGE2_RUN].")
+def assemble_cmd(stage2_run: str, out: str | None, spatial_run: str | None) -> None:
+    """Join Stage-1 spatial and Stage-2 adapter + temporal weights into one end-to-end run."""
+    from pathlib import Path
+
+    from sfa_cache.pipelines.train_temporal import ASSEMBLED_DIR
+
+    path = assemble(stage2_run, out or Path(stage2_run) / ASSEMBLED_DIR, spatial_run=spatial_run)
+    click.echo(str(path))

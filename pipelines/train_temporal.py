@@ -1,0 +1,210 @@
+"""Stage 2: train the adapter and the temporal transformer on cached spatial features.
+
+The spatial transformer is never built here: the model is adapter + temporal over the cached
+CLS tokens [B, F, D], so memory and time do not depend on the spatial backbone's size. The
+temporal transformer starts from the Stage-1 run (position embeddings interpolated from its 8
+frames to F) or, for the ablation, from scratch. At the end the Stage-2 weights are joined with
+the spatial weights into an end-to-end run directory (OUT/assembled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from safetensors.torch import load_file
+
+from sfa_cache.cache.dataset import CachedFeatureDataset
+from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.configs import config_from_dict, config_to_dict
+from sfa_cache.data.loaders import make_loader, resolve_device
+from sfa_cache.data.manifest import save_classes
+from sfa_cache.data.video_dataset import EpochSampler
+from sfa_cache.errors import SfaError
+from sfa_cache.models.config import (ADAPTER_KINDS, AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig,
+                                     temporal_preset)
+from sfa_cache.models.vivit import MODEL_FILE, ViViTFE, checkpoint_filter_fn, read_model_config, read_spatial_fingerprint
+from sfa_cache.train import run_dir as rd
+from sfa_cache.train.fit import fit
+from sfa_cache.train.loop import OptimConfig, Trainer
+
+log = logging.getLogger("sfa_cache")
+
+TEMPORAL_INITS = ("stage1", "scratch")
+RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "log_every", "stop_after", "assemble"})
+ASSEMBLED_DIR = "assembled"
+
+
+@dataclass
+class TrainTemporalConfig:
+    """Everything `sfa-cache train-temporal` takes; saved under 'train' in the run's config.json."""
+
+    train_cache: str
+    out: str
+    val_cache: Optional[str] = None
+    stage1: Optional[str] = None  # the Stage-1 run: temporal initialisation and spatial weights
+    temporal_init: str = "stage1"  # stage1 | scratch (the ablation)
+    frames: int = 32  # a uniform subset of the cached frames per clip
+    adapter: str = "mlp"  # none | mlp (the paper's) | residual
+    adapter_hidden: Optional[int] = None
+    temporal_depth: Optional[int] = None  # scratch without a Stage-1 run: default 4
+    temporal_preset: Optional[str] = None  # scratch without a Stage-1 run: B | L | H | g
+    drop_path: float = 0.0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    device: str = "auto"
+    num_workers: int = 2
+    seed: int = 0
+    log_every: int = 50
+    stop_after: Optional[int] = None
+    assemble: bool = True  # write OUT/assembled when training is complete
+
+    def validate(self) -> None:
+        if self.temporal_init not in TEMPORAL_INITS:
+            raise SfaError(f"--temporal-init must be one of {', '.join(TEMPORAL_INITS)}, got {self.temporal_init!r}")
+        if self.temporal_init == "stage1" and self.stage1 is None:
+            raise SfaError("--temporal-init stage1 needs --stage1 RUN (or use --temporal-init scratch)")
+        if self.adapter not in ADAPTER_KINDS:
+            raise SfaError(f"--adapter must be one of {', '.join(ADAPTER_KINDS)}, got {self.adapter!r}")
+        if self.frames < 1:
+            raise SfaError(f"--frames must be >= 1, got {self.frames}")
+        if self.stage1 is not None and (self.temporal_depth or self.temporal_preset):
+            raise SfaError("the temporal architecture comes from --stage1; --temporal-depth / --temporal-preset "
+                           "are for training from scratch without a Stage-1 run")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise SfaError("--stop-after must be >= 1")
+        self.optim.validate()
+
+
+def resolve_config(values: dict[str, Any]) -> TrainTemporalConfig:
+    """Flat option values (optimiser keys go into `optim`) -> a checked config."""
+    values = dict(values)
+    optim_keys = {f.name for f in dataclasses.fields(OptimConfig)}
+    values["optim"] = {k: values.pop(k) for k in list(values) if k in optim_keys}
+    return config_from_dict(TrainTemporalConfig, values, where="train-temporal options")
+
+
+def open_caches(cfg: TrainTemporalConfig) -> tuple[FeatureCache, Optional[FeatureCache]]:
+    """The train (and eval) caches, checked to describe the same features and classes."""
+    train = FeatureCache(cfg.train_cache)
+    val = FeatureCache(cfg.val_cache) if cfg.val_cache else None
+    if val is not None:
+        for what, a, b in (("fingerprint", train.fingerprint, val.fingerprint), ("feature width", train.dim, val.dim),
+                           ("class list", train.classes, val.classes)):
+            if a != b:
+                raise SfaError(f"the train cache {train.dir} and the eval cache {val.dir} differ in {what}")
+    return train, val
+
+
+def check_fingerprint(stage1: str, cache: FeatureCache) -> None:
+    """Stage 2 trains on features of the Stage-1 spatial transformer, or not at all."""
+    fp = read_spatial_fingerprint(stage1)
+    if fp != cache.fingerprint:
+        raise SfaError(f"the Stage-1 run {stage1} (spatial fingerprint {fp}) is not the model the cache {cache.dir} "
+                       f"was extracted with (fingerprint {cache.fingerprint}); extract the cache from this run")
+
+
+def build_model_config(cfg: TrainTemporalConfig, cache: FeatureCache) -> ViViTConfig:
+    """Spatial side from the cache, temporal side from the Stage-1 run (or the options), F frames."""
+    adapter = AdapterConfig(cfg.adapter, cfg.adapter_hidden)
+    s = cache.index["spatial"]
+    spatial = SpatialConfig(backbone=s["backbone"], image_size=s["image_size"], mean=tuple(s["mean"]), std=tuple(s["std"]))
+    if cfg.stage1 is not None:
+        base = read_model_config(cfg.stage1)
+        spatial = dataclasses.replace(base.spatial, mean=spatial.mean, std=spatial.std)
+        temporal = dataclasses.replace(base.temporal, num_frames=cfg.frames, drop_path=cfg.drop_path)
+    elif cfg.temporal_preset is not None:
+        temporal = dataclasses.replace(temporal_preset(cfg.temporal_preset, cache.dim, cfg.frames, cfg.temporal_depth),
+                                       drop_path=cfg.drop_path)
+    else:
+        temporal = TemporalConfig(num_frames=cfg.frames, depth=cfg.temporal_depth or 4, drop_path=cfg.drop_path)
+    return ViViTConfig(num_classes=len(cache.classes), spatial=spatial, adapter=adapter, temporal=temporal,
+                       embed_dim=cache.dim)
+
+
+def init_from_stage1(model: ViViTFE, stage1: str, classes: list[str]) -> None:
+    """Load the Stage-1 temporal transformer (position embeddings resized to F frames).
+
+    The adapter is new in Stage 2 and keeps its own initialisation. A Stage-1 run trained on
+    another class list (cross-dataset initialisation, paper Table 2) gives everything but the
+    classification head, which starts from zero.
+    """
+    state = checkpoint_filter_fn(load_file(str(Path(stage1) / MODEL_FILE)), model)
+    stage1_classes = rd.read_run_config(stage1).get("classes")
+    allowed_missing = ("adapter.",)
+    if stage1_classes != classes:
+        log.warning("the Stage-1 run has other classes (%d) than the cache (%d): its head is not used",
+                    len(stage1_classes or []), len(classes))
+        state = {k: v for k, v in state.items() if not k.startswith("temporal.head.")}
+        allowed_missing += ("temporal.head.",)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(allowed_missing)]
+    if missing or unexpected:
+        raise SfaError(f"{stage1}: its temporal weights do not fit (missing {missing[:6]}, unexpected {unexpected[:6]})")
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Train Stage 2 and write the run directory (and OUT/assembled at the end).
+
+    Returns the last epoch's metrics plus `params_trained` and, when assembled, `assembled`.
+    """
+    cfg.validate()
+    train_cache, val_cache = open_caches(cfg)
+    if cfg.stage1 is not None:
+        check_fingerprint(cfg.stage1, train_cache)
+    classes = train_cache.classes
+    model_cfg = build_model_config(cfg, train_cache)
+    train_ds = CachedFeatureDataset(train_cache, cfg.frames, train=True, seed=cfg.seed)
+    val_ds = CachedFeatureDataset(val_cache, cfg.frames, train=False) if val_cache else None
+    torch.manual_seed(cfg.seed)
+    model = ViViTFE(model_cfg, with_spatial=False)
+    if cfg.temporal_init == "stage1":
+        init_from_stage1(model, cfg.stage1, classes)
+    resuming = rd.prepare_run_dir(cfg.out, kind="stage2", train_config=config_to_dict(cfg), resume=resume,
+                                  runtime_keys=RUNTIME_KEYS)
+
+    out = Path(cfg.out)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed)
+    loader = make_loader(train_ds, sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)
+    val_loader = None
+    if val_ds is not None:
+        val_loader = make_loader(val_ds, EpochSampler(len(val_ds), shuffle=False), batch_size=cfg.optim.batch_size,
+                                 num_workers=cfg.num_workers, device=device)
+    trainer = Trainer(model, cfg.optim, steps_per_epoch=len(loader), num_classes=len(classes), device=device, seed=cfg.seed)
+    if resuming and (state := rd.load_train_state(out)) is not None:
+        trainer.load_state_dict(state)
+        rd.truncate_metrics(out, trainer.step)
+        log.info("resuming %s at epoch %d/%d (step %d)", out, trainer.epoch, cfg.optim.epochs, trainer.step)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / rd.METRICS_FILE).unlink(missing_ok=True)
+        save_classes(out, classes)
+        rd.write_run_config(out, {
+            "format": 1, "kind": "stage2",
+            "model": config_to_dict(model.cfg), "train": config_to_dict(cfg), "classes": classes,
+            "fingerprint": train_cache.fingerprint,
+            "caches": {"train": str(train_cache.dir.resolve()), "val": str(val_cache.dir.resolve()) if val_cache else None},
+            "spatial_source": {"run": str(Path(cfg.stage1).resolve())} if cfg.stage1 else train_cache.index["source"],
+            "skipped_clips": {"train": train_ds.skipped, "val": val_ds.skipped if val_ds else 0},
+            "versions": rd.library_versions(),
+        })
+    params = trainable_parameters(model)
+    log.info("Stage 2: %d trainable parameters (adapter %s + temporal), %d frames, %d train clips (%d skipped)",
+             params, cfg.adapter, cfg.frames, len(train_ds), train_ds.skipped)
+    last = fit(trainer, out, train_loader=loader, train_sampler=sampler, val_loader=val_loader,
+               log_every=cfg.log_every, stop_after=cfg.stop_after)
+    result = {**last, "params_trained": params}
+    if trainer.epoch >= cfg.optim.epochs and cfg.assemble:
+        from sfa_cache.pipelines.assemble import assemble
+
+        result["assembled"] = str(assemble(out, out / ASSEMBLED_DIR))
+    return result

@@ -1,0 +1,66 @@
+"""Training and evaluation items from a feature cache: (tokens [F, D], label).
+
+Each epoch a training item draws one of the K cached views and a temporal subset of the cached
+frames (segment sampling with random offsets: temporal jitter); evaluation takes the centre view
+and the fixed centre-of-segment subset. All randomness comes from (seed, epoch, clip), like the
+video dataset, so worker count and resumption do not change what is seen.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.errors import SfaError
+from sfa_cache.video.sampling import uniform_indices
+
+log = logging.getLogger(__name__)
+
+
+class CachedFeatureDataset(torch.utils.data.Dataset):
+    """Items keyed `(epoch, index)` (see `EpochSampler`) over the cache's *valid* clips.
+
+    Clips that failed to decode at extraction (NaN features) are left out up front and counted
+    in `skipped`, so batches are always full.
+    """
+
+    def __init__(self, cache: FeatureCache, frames: int, *, train: bool, seed: int = 0) -> None:
+        if frames < 1:
+            raise SfaError(f"--frames must be >= 1, got {frames}")
+        if frames > cache.frames:
+            raise SfaError(f"--frames {frames} is more than the {cache.frames} frames per clip in the cache "
+                           f"{cache.dir}; extract with --frames >= {frames} or train on fewer")
+        self.cache = cache
+        self.frames = frames
+        self.train = train
+        self.seed = seed
+        self.clips = np.flatnonzero(cache.valid)  # dataset index -> cache clip
+        self.labels = cache.labels[self.clips]
+        self.skipped = len(cache) - len(self.clips)
+        if self.skipped:
+            log.info("%s: %d of %d clips failed at extraction and are skipped", cache.dir, self.skipped, len(cache))
+        if not len(self.clips):
+            raise SfaError(f"{cache.dir} holds no valid clip")
+        mode = cache.index.get("extraction", {}).get("views", {}).get("mode")
+        # The centre view: crop 1 of an eval cache's 3 crops; otherwise the first view.
+        self.eval_view = 1 if mode == "eval" and cache.views == 3 else 0
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        clip = int(self.clips[index])
+        features = self.cache.features(clip)  # [V, F_cached, D]
+        if self.train:
+            rng = np.random.default_rng([self.seed, epoch, clip])
+            view = int(rng.integers(features.shape[0]))
+            frames = uniform_indices(features.shape[1], self.frames, train=True, rng=rng)
+        else:
+            view = self.eval_view
+            frames = uniform_indices(features.shape[1], self.frames, train=False)
+        tokens = torch.from_numpy(np.ascontiguousarray(features[view, frames], dtype=np.float32))
+        return tokens, int(self.labels[index])

@@ -1,0 +1,59 @@
+"""The epoch loop shared by Stage 1 and Stage 2: train, evaluate, log, checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from sfa_cache.data.video_dataset import EpochSampler
+from sfa_cache.models.vivit import ViViTFE, save_model_weights
+from sfa_cache.train import run_dir as rd
+from sfa_cache.train.loop import Trainer, evaluate
+
+log = logging.getLogger("sfa_cache")
+
+
+def fit(
+    trainer: Trainer,
+    out: str | Path,
+    *,
+    train_loader: Iterable,
+    train_sampler: EpochSampler,
+    val_loader: Optional[Iterable] = None,
+    log_every: int = 0,
+    stop_after: Optional[int] = None,
+) -> dict[str, Any]:
+    """Run the remaining epochs of `trainer` (at most `stop_after` in this call).
+
+    Each epoch appends one record to metrics.jsonl, then writes model.safetensors and, last,
+    train_state.pt: a crash leaves the previous epoch's complete state to resume from.
+    Returns the last epoch's record (empty if nothing ran).
+    """
+    out = Path(out)
+    model: ViViTFE = trainer.model
+    epochs = trainer.cfg.epochs
+    last: dict[str, Any] = {}
+    ran = 0
+    while trainer.epoch < epochs and (stop_after is None or ran < stop_after):
+        epoch = trainer.epoch
+        train_sampler.set_epoch(epoch)
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1}
+        record.update(trainer.train_epoch(train_loader, log_every=log_every, log=lambda r: rd.append_metrics(out, r),
+                                          desc=f"epoch {epoch + 1}/{epochs}"))
+        if val_loader is not None:
+            record.update(evaluate(model, val_loader, device=trainer.device, num_classes=trainer.num_classes,
+                                   amp=trainer.cfg.amp))
+        record.update(step=trainer.step, lr=trainer.lr(), epoch_seconds=time.perf_counter() - t0,
+                      peak_mem_mb=round(rd.peak_memory_mb(trainer.device), 1))
+        rd.append_metrics(out, record)
+        save_model_weights(model, out)
+        rd.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
+        log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", epoch + 1, epochs, record["train_loss"],
+                 f"val top-1 {record['val_top1']:.2f}  top-5 {record['val_top5']:.2f}" if val_loader else "no val",
+                 record["epoch_seconds"])
+        last = record
+        ran += 1
+    return last
