@@ -146,6 +146,19 @@ def init_from_stage1(model: ViViTFE, stage1: str, classes: list[str]) -> None:
         raise SfaError(f"{stage1}: its temporal weights do not fit (missing {missing[:6]}, unexpected {unexpected[:6]})")
 
 
+def check_inputs(cfg: TrainTemporalConfig) -> tuple[FeatureCache, Optional[FeatureCache]]:
+    """Everything that can reject a Stage-2 job before it starts: settings, caches, fingerprint, F."""
+    cfg.validate()
+    train_cache, val_cache = open_caches(cfg)
+    if cfg.stage1 is not None:
+        check_fingerprint(cfg.stage1, train_cache)
+    for cache in (train_cache, val_cache):
+        if cache is not None and cfg.frames > cache.frames:
+            raise SfaError(f"--frames {cfg.frames} is more than the {cache.frames} frames per clip in the cache "
+                           f"{cache.dir}; extract with --frames >= {cfg.frames} or train on fewer")
+    return train_cache, val_cache
+
+
 def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -155,10 +168,7 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
 
     Returns the last epoch's metrics plus `params_trained` and, when assembled, `assembled`.
     """
-    cfg.validate()
-    train_cache, val_cache = open_caches(cfg)
-    if cfg.stage1 is not None:
-        check_fingerprint(cfg.stage1, train_cache)
+    train_cache, val_cache = check_inputs(cfg)
     classes = train_cache.classes
     model_cfg = build_model_config(cfg, train_cache)
     train_ds = CachedFeatureDataset(train_cache, cfg.frames, train=True, seed=cfg.seed)

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from sfa_cache.configs import config_to_dict
+from sfa_cache.data.manifest import infer_classes
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig
+from sfa_cache.models.vivit import ViViTFE, save_model_weights
+from sfa_cache.train.run_dir import write_run_config
 from sfa_cache.video.writer import write_video
 
 TINY_BACKBONE = "vit_tiny_patch16_224"
@@ -52,6 +56,18 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     make_synthetic(root, SyntheticConfig(train_per_class=4, val_per_class=2, num_frames=24, size=32, flash_len=2))
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Stage-1 run directory holding a randomly initialised tiny ViViT-FE (32 px)."""
+    out = tmp_path_factory.mktemp("stage1")
+    classes = infer_classes(synthetic / "train.csv")
+    torch.manual_seed(1)
+    model = ViViTFE(tiny_config(num_classes=len(classes)))
+    save_model_weights(model, out)
+    write_run_config(out, {"format": 1, "kind": "stage1", "model": config_to_dict(model.cfg), "classes": classes})
+    return out
 
 
 def tiny_config(num_classes: int = 5, frames: int = 4, adapter: str = "none", image_size: int = 32, depth: int = 2) -> ViViTConfig:

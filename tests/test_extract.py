@@ -16,33 +16,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TINY_BACKBONE, tiny_config
+from conftest import TINY_BACKBONE
 from sfa_cache.cache import layout
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.verify import cache_info, verify_cache
 from sfa_cache.cache.writer import read_shard, write_shard
 from sfa_cache.cli.main import cli
-from sfa_cache.configs import config_to_dict
 from sfa_cache.data.manifest import infer_classes, read_manifest
 from sfa_cache.errors import SfaError
-from sfa_cache.models.vivit import ViViTFE, load_spatial, read_spatial_fingerprint, save_model_weights
+from sfa_cache.models.vivit import load_spatial, read_spatial_fingerprint
 from sfa_cache.pipelines.extract import ExtractConfig, run_extract
-from sfa_cache.train.run_dir import write_run_config
 from sfa_cache.video.reader import open_video
 from sfa_cache.video.sampling import uniform_indices
 from sfa_cache.video.transforms import AugmentConfig, eval_crops, train_transform
-
-
-@pytest.fixture(scope="module")
-def tiny_run(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Stage-1 run directory holding a randomly initialised tiny ViViT-FE (32 px)."""
-    out = tmp_path_factory.mktemp("stage1")
-    classes = infer_classes(synthetic / "train.csv")
-    torch.manual_seed(1)
-    model = ViViTFE(tiny_config(num_classes=len(classes)))
-    save_model_weights(model, out)
-    write_run_config(out, {"format": 1, "kind": "stage1", "model": config_to_dict(model.cfg), "classes": classes})
-    return out
 
 
 def _cfg(run: Path, manifest: Path, root: Path, **over) -> ExtractConfig:

@@ -1,0 +1,180 @@
+"""`sfa-cache ablate`: many Stage-2 trainings over one cache, and a table of their results.
+
+A grid file (JSON, or YAML when PyYAML is installed) holds `base` settings (those of
+`train-temporal`), a list of `runs` and/or a `product` of values; every entry is
+base + run + one combination of the product:
+
+    {"base": {"train_cache": "...", "val_cache": "...", "stage1": "runs/s1", "epochs": 10},
+     "runs": [{"name": "I", "adapter": "none", "temporal_init": "scratch"}, {"name": "V"}],
+     "product": {"frames": [8, 32]}}
+
+Each entry trains in a fresh process (so its peak memory is its own), one at a time, or one per
+device when several GPUs are given; an entry whose run directory holds `result.json` is done and
+is skipped on a rerun. results.csv and results.md are rewritten after every entry.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import logging
+import multiprocessing
+import re
+import resource
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from sfa_cache.atomic import atomic_write_json, atomic_write_text
+from sfa_cache.errors import SfaError
+from sfa_cache.pipelines.train_temporal import check_inputs, resolve_config, run_train_temporal
+
+log = logging.getLogger("sfa_cache")
+
+RESULT_FILE = "result.json"
+COLUMNS = ["name", "status", "top1", "top5", "train_seconds", "peak_mem_mb", "params_trained",
+           "frames", "adapter", "temporal_init", "lr", "epochs"]
+
+
+def _read_grid(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise SfaError(f"grid file not found: {path}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise SfaError("YAML grids need PyYAML (pip install pyyaml); or write the grid as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise SfaError(f"{path} is not valid YAML: {e}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SfaError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict) or set(data) - {"base", "runs", "product"}:
+        raise SfaError(f"{path}: a grid is an object with keys base, runs and/or product")
+    return data
+
+
+def _entry_name(run: dict[str, Any], combo: dict[str, Any]) -> str:
+    parts = [str(run["name"])] if "name" in run else [f"{k}={v}" for k, v in run.items()]
+    parts += [f"{k}={v}" for k, v in combo.items()]
+    name = ",".join(parts) or "base"
+    return re.sub(r"[^A-Za-z0-9=,._+-]", "_", name)
+
+
+def expand_grid(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """(name, train-temporal settings without `out`) for every entry, checked before anything runs."""
+    grid = _read_grid(Path(path))
+    base = grid.get("base") or {}
+    runs = grid.get("runs") or [{}]
+    product = grid.get("product") or {}
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs) or not isinstance(product, dict):
+        raise SfaError(f"{path}: 'runs' must be a list of objects and 'product' an object of lists")
+    combos = [dict(zip(product, values)) for values in itertools.product(*product.values())] if product else [{}]
+    entries = []
+    for run, combo in itertools.product(runs, combos):
+        name = _entry_name(run, combo)
+        settings = {**base, **{k: v for k, v in run.items() if k != "name"}, **combo}
+        if "out" in settings:
+            raise SfaError(f"{path}: entries must not set 'out' (each goes to OUT/<name>)")
+        settings.setdefault("assemble", False)
+        try:  # fail on a typo or a wrong cache before hours of training
+            check_inputs(resolve_config({**settings, "out": "unused"}))
+        except SfaError as e:
+            raise SfaError(f"{path}, entry {name}: {e}") from None
+        entries.append((name, settings))
+    names = [n for n, _ in entries]
+    if len(set(names)) != len(names):
+        raise SfaError(f"{path}: entry names repeat ({', '.join(sorted({n for n in names if names.count(n) > 1}))}); "
+                       "give each run a distinct 'name'")
+    return entries
+
+
+def _run_entry(name: str, settings: dict[str, Any], out: str, devices: Any) -> dict[str, Any]:
+    """One entry, in its own process: train, then write OUT/result.json (the done marker)."""
+    device = devices.get()  # a free device; returned below
+    try:
+        logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+        if device.startswith("cuda"):
+            torch.cuda.set_device(device)
+            torch.cuda.reset_peak_memory_stats()
+        cfg = resolve_config({**settings, "out": out, "device": device})
+        t0 = time.perf_counter()
+        last = run_train_temporal(cfg, resume=(Path(out) / "config.json").is_file())
+        seconds = time.perf_counter() - t0
+        peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
+                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+        row = {"name": name, "status": "done", "top1": last.get("val_top1"), "top5": last.get("val_top5"),
+               "train_seconds": round(seconds, 1), "peak_mem_mb": round(peak, 1), "params_trained": last["params_trained"],
+               "frames": cfg.frames, "adapter": cfg.adapter, "temporal_init": cfg.temporal_init, "lr": cfg.optim.lr,
+               "epochs": cfg.optim.epochs, "device": device}
+        atomic_write_json(Path(out) / RESULT_FILE, row)
+        return row
+    finally:
+        devices.put(device)
+
+
+def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "results.csv", buf.getvalue())
+
+    def cell(v: Any) -> str:
+        return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+
+
+def default_devices() -> list[str]:
+    n = torch.cuda.device_count()
+    return [f"cuda:{i}" for i in range(n)] if n else ["cpu"]
+
+
+def run_ablation(grid: str | Path, out: str | Path, *, devices: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
+    """Run every unfinished entry of `grid` under `out`; returns the result rows in grid order."""
+    out = Path(out)
+    entries = expand_grid(grid)
+    devices = list(devices or default_devices())
+    out.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict[str, Any]] = {}
+    pending = []
+    for name, settings in entries:
+        done = out / name / RESULT_FILE
+        if done.is_file():
+            rows[name] = json.loads(done.read_text())
+            log.info("%s: done already, skipped", name)
+        else:
+            pending.append((name, settings))
+    ordered = lambda: [rows[n] for n, _ in entries if n in rows]  # noqa: E731
+    log.info("%d entries: %d to run on %s, %d done", len(entries), len(pending), ", ".join(devices), len(rows))
+    if pending:
+        ctx = multiprocessing.get_context("spawn")  # a clean process per entry: its own memory peak
+        with ctx.Manager() as manager:
+            free = manager.Queue()
+            for d in devices:
+                free.put(d)
+            with ProcessPoolExecutor(max_workers=len(devices), mp_context=ctx, max_tasks_per_child=1) as pool:
+                futures = {pool.submit(_run_entry, name, settings, str(out / name), free): name for name, settings in pending}
+                for future in as_completed(futures):
+                    name = futures[future]
+                    try:
+                        rows[name] = future.result()
+                    except Exception as e:  # one entry failing (bad setting, out of memory) ends only that entry
+                        rows[name] = {"name": name, "status": f"failed: {type(e).__name__}: {e}"[:300]}
+                        log.error("%s failed", name, exc_info=not isinstance(e, SfaError))
+                    _write_tables(out, ordered())
+    _write_tables(out, ordered())
+    return ordered()
