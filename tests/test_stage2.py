@@ -262,3 +262,18 @@ def test_ablation_grid_runs_once_and_tabulates(caches: dict[str, Path], stage1_r
     with pytest.raises(SfaError, match="entry frames=16: --frames 16 is more than the 8 frames"):
         run_ablation(grid, tmp_path / "abl3")  # checked before anything runs
     assert not (tmp_path / "abl3").exists()
+
+
+def test_assemble_command_and_the_assembled_model_as_an_extraction_source(caches: dict[str, Path], stage1_run: Path,
+                                                                        two_class: dict[str, Path], tmp_path: Path) -> None:
+    run_train_temporal(_cfg(caches, stage1_run, tmp_path / "s2", epochs=3, stop_after=1))  # unfinished: not assembled
+    assert not (tmp_path / "s2" / "assembled").exists()
+    r = CliRunner().invoke(cli, ["assemble", str(tmp_path / "s2"), "--out", str(tmp_path / "asm")])
+    assert r.exit_code == 0 and r.output.strip() == str(tmp_path / "asm")
+    assert read_run_config(tmp_path / "asm")["kind"] == "assembled"
+    # Same spatial weights, same settings, same videos: the eval cache is found, not recomputed.
+    again = run_extract(ExtractConfig(model=str(tmp_path / "asm"), manifest=str(two_class["val"]), mode="eval", frames=8,
+                                      cache_root=str(caches["val"].parent), num_workers=0, progress=False))
+    assert again.reused and again.cache_dir == caches["val"]
+    r = CliRunner().invoke(cli, ["assemble", str(stage1_run)])
+    assert r.exit_code == 1 and "is not a Stage-2 run" in r.output
