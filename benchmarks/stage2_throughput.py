@@ -95,31 +95,34 @@ def seconds_per_step(step: Callable[[], None], device: torch.device, warmup: int
 
 
 def steps_section(args: argparse.Namespace, device: torch.device) -> None:
-    """Clips/s per regime. Frozen-forward and full steps cost the same per clip at any batch on a
-    saturated device, so they run at `--batch`; cached training is measured at `--batch` too and
-    at `--batch-cached`, the batch it would really use (its steps are tiny)."""
+    """Clips/s per regime, every regime at `--batch` (like for like), and cached training also at
+    `--batch-cached`, the batch it would really use (its steps are tiny). Each measurement has
+    warm-up steps first; the frame-based regimes on a CPU take one warm-up and two timed steps."""
+    batch = args.batch or (8 if device.type == "cuda" else 1)
     rows = []
     for frames in args.frames:
         cfg = model_config(args.backbone, frames)
         rate = {}
-        for regime, batch in (("cached", args.batch), ("cached", args.batch_cached), ("paper", args.batch), ("full", args.batch)):
+        for regime, b in (("cached", batch), ("cached", args.batch_cached), ("paper", batch), ("full", batch)):
             if regime == "full" and device.type == "cpu" and frames > args.cpu_full_max_frames:
-                rate[(regime, batch)] = None  # activations of a full backward would not fit this machine's RAM
+                rate[(regime, b)] = None  # activations of a full backward would not fit this machine's RAM
                 continue
             slow = regime != "cached" and device.type == "cpu"
-            step = step_fn(regime, cfg, batch, device)
-            rate[(regime, batch)] = batch / seconds_per_step(step, device, warmup=0 if slow else 3, steps=1 if slow else 10)
+            step = step_fn(regime, cfg, b, device)
+            rate[(regime, b)] = b / seconds_per_step(step, device, warmup=1 if slow else 3, steps=2 if slow else 10)
             del step
-        best = rate[("cached", args.batch_cached)]
         fmt = lambda r: "n/a" if r is None else f"{r:.3g}"  # noqa: E731
-        ratio = lambda r: "n/a" if r is None else f"{best / r:.0f}x"  # noqa: E731
-        paper, full = rate[("paper", args.batch)], rate[("full", args.batch)]
-        rows.append([frames, fmt(rate[("cached", args.batch)]), fmt(best), fmt(paper), fmt(full), ratio(paper), ratio(full)])
+        ratio = lambda a, r: "n/a" if r is None else f"{a / r:.0f}x"  # noqa: E731
+        same, best = rate[("cached", batch)], rate[("cached", args.batch_cached)]
+        paper, full = rate[("paper", batch)], rate[("full", batch)]
+        rows.append([frames, fmt(same), fmt(best), fmt(paper), fmt(full), ratio(same, paper), ratio(best, paper),
+                     ratio(same, full), ratio(best, full)])
         print(rows[-1], flush=True)
     print(f"\n{machine()}\n{args.backbone} spatial at 224 px, adapter + 4-layer temporal, device {device}\n")
-    print(table(["frames", f"cached clips/s (batch {args.batch})", f"cached clips/s (batch {args.batch_cached})",
-                 f"paper Stage 2 clips/s (batch {args.batch})", f"full baseline clips/s (batch {args.batch})",
-                 "cached / paper", "cached / full"], rows))
+    print(table(["frames", f"cached clips/s (batch {batch})", f"cached clips/s (batch {args.batch_cached})",
+                 f"paper Stage 2 clips/s (batch {batch})", f"full baseline clips/s (batch {batch})",
+                 "cached / paper (same batch)", f"cached (batch {args.batch_cached}) / paper",
+                 "cached / full (same batch)", f"cached (batch {args.batch_cached}) / full"], rows))
 
 
 def _memory_child(backbone: str, frames: int, batch: int, device: str, queue: multiprocessing.Queue) -> None:
@@ -213,7 +216,7 @@ def main() -> None:
     p.add_argument("section", choices=["steps", "memory", "reader"])
     p.add_argument("--backbone", default="vit_base_patch16_224", choices=list(WIDTHS))
     p.add_argument("--frames", type=int, nargs="+", default=[32, 128])
-    p.add_argument("--batch", type=int, default=1, help="clips per step of every regime in `steps`")
+    p.add_argument("--batch", type=int, help="clips per step of every regime in `steps` [default: 1 on CPU, 8 on CUDA]")
     p.add_argument("--batch-cached", type=int, default=32, help="the batch cached training is also measured at")
     p.add_argument("--batch-memory", type=int, default=8)
     p.add_argument("--cpu-full-max-frames", type=int, default=32, help="skip the full baseline above this on the CPU (RAM)")

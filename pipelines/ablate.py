@@ -22,9 +22,6 @@ import json
 import logging
 import multiprocessing
 import re
-import resource
-import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -33,10 +30,12 @@ import torch
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.train_temporal import check_inputs, resolve_config, run_train_temporal
+from sfa_cache.train.run_dir import read_metrics
 
 log = logging.getLogger("sfa_cache")
 
 RESULT_FILE = "result.json"
+FAILURE_FILE = "failure.json"
 COLUMNS = ["name", "status", "top1", "top5", "train_seconds", "peak_mem_mb", "params_trained",
            "frames", "adapter", "temporal_init", "lr", "epochs"]
 
@@ -79,13 +78,18 @@ def expand_grid(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     product = grid.get("product") or {}
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs) or not isinstance(product, dict):
         raise SfaError(f"{path}: 'runs' must be a list of objects and 'product' an object of lists")
+    for key, values in product.items():
+        if not isinstance(values, list) or not values:
+            raise SfaError(f"{path}: product.{key} must be a non-empty list, got {values!r}")
     combos = [dict(zip(product, values)) for values in itertools.product(*product.values())] if product else [{}]
     entries = []
     for run, combo in itertools.product(runs, combos):
         name = _entry_name(run, combo)
         settings = {**base, **{k: v for k, v in run.items() if k != "name"}, **combo}
-        if "out" in settings:
-            raise SfaError(f"{path}: entries must not set 'out' (each goes to OUT/<name>)")
+        for key in ("out", "stop_after", "device"):
+            if key in settings:
+                raise SfaError(f"{path}: entries must not set '{key}' (outputs go to OUT/<name>, devices come "
+                               "from --devices, and every entry trains to the end)")
         settings.setdefault("assemble", False)
         try:  # fail on a typo or a wrong cache before hours of training
             check_inputs(resolve_config({**settings, "out": "unused"}))
@@ -99,28 +103,39 @@ def expand_grid(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     return entries
 
 
-def _run_entry(name: str, settings: dict[str, Any], out: str, devices: Any) -> dict[str, Any]:
-    """One entry, in its own process: train, then write OUT/result.json (the done marker)."""
-    device = devices.get()  # a free device; returned below
+def _train_entry(name: str, settings: dict[str, Any], out: str, device: str) -> None:
+    """Child process: train one entry, then write OUT/result.json (done) or OUT/failure.json."""
+    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
     try:
-        logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
-            torch.cuda.reset_peak_memory_stats()
         cfg = resolve_config({**settings, "out": out, "device": device})
-        t0 = time.perf_counter()
         last = run_train_temporal(cfg, resume=(Path(out) / "config.json").is_file())
-        seconds = time.perf_counter() - t0
-        peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
-        row = {"name": name, "status": "done", "top1": last.get("val_top1"), "top5": last.get("val_top5"),
-               "train_seconds": round(seconds, 1), "peak_mem_mb": round(peak, 1), "params_trained": last["params_trained"],
-               "frames": cfg.frames, "adapter": cfg.adapter, "temporal_init": cfg.temporal_init, "lr": cfg.optim.lr,
-               "epochs": cfg.optim.epochs, "device": device}
+        epochs = [r for r in read_metrics(out) if r.get("kind") == "epoch"]
+        if not epochs or epochs[-1]["epoch"] != cfg.optim.epochs:
+            raise SfaError(f"training stopped at epoch {epochs[-1]['epoch'] if epochs else 0} of {cfg.optim.epochs}")
+        row = {  # from metrics.jsonl, so an entry resumed across processes counts all of its epochs
+            "name": name, "status": "done", "top1": epochs[-1].get("val_top1"), "top5": epochs[-1].get("val_top5"),
+            "train_seconds": round(sum(r["epoch_seconds"] for r in epochs), 3),
+            "peak_mem_mb": max(r.get("peak_mem_mb", 0.0) for r in epochs), "params_trained": last["params_trained"],
+            "frames": cfg.frames, "adapter": cfg.adapter, "temporal_init": cfg.temporal_init, "lr": cfg.optim.lr,
+            "epochs": cfg.optim.epochs, "device": device, "settings": settings,
+        }
         atomic_write_json(Path(out) / RESULT_FILE, row)
-        return row
-    finally:
-        devices.put(device)
+    except Exception as e:  # reported by the parent as this entry's failure; the grid goes on
+        logging.getLogger("sfa_cache").error("failed", exc_info=not isinstance(e, SfaError))
+        Path(out).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(Path(out) / FAILURE_FILE, {"status": f"failed: {type(e).__name__}: {e}"[:300]})
+        raise SystemExit(1) from None
+
+
+def _outcome(name: str, out: Path, exitcode: int | None) -> dict[str, Any]:
+    if exitcode == 0 and (out / RESULT_FILE).is_file():
+        return json.loads((out / RESULT_FILE).read_text())
+    if (out / FAILURE_FILE).is_file():
+        return {"name": name, **json.loads((out / FAILURE_FILE).read_text())}
+    # Killed from outside (the OOM killer: -9) or crashed in native code (-11) without a word.
+    return {"name": name, "status": f"failed: the process ended with exit code {exitcode}"}
 
 
 def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -144,37 +159,49 @@ def default_devices() -> list[str]:
 
 
 def run_ablation(grid: str | Path, out: str | Path, *, devices: Optional[Sequence[str]] = None) -> list[dict[str, Any]]:
-    """Run every unfinished entry of `grid` under `out`; returns the result rows in grid order."""
+    """Run every unfinished entry of `grid` under `out`; returns the result rows in grid order.
+
+    Each entry runs in its own process (spawned: a clean CUDA context and its own memory peak);
+    at most one per device at a time. A process that dies, even by SIGKILL, fails only its entry.
+    """
     out = Path(out)
     entries = expand_grid(grid)
     devices = list(devices or default_devices())
-    out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, Any]] = {}
     pending = []
     for name, settings in entries:
         done = out / name / RESULT_FILE
         if done.is_file():
-            rows[name] = json.loads(done.read_text())
+            row = json.loads(done.read_text())
+            if row.get("settings") != settings:
+                raise SfaError(f"{out / name} finished with other settings than the grid's entry {name!r} now has; "
+                               "remove that folder to rerun it, or give the entry another name")
+            rows[name] = row
             log.info("%s: done already, skipped", name)
         else:
             pending.append((name, settings))
+    out.mkdir(parents=True, exist_ok=True)
     ordered = lambda: [rows[n] for n, _ in entries if n in rows]  # noqa: E731
     log.info("%d entries: %d to run on %s, %d done", len(entries), len(pending), ", ".join(devices), len(rows))
-    if pending:
-        ctx = multiprocessing.get_context("spawn")  # a clean process per entry: its own memory peak
-        with ctx.Manager() as manager:
-            free = manager.Queue()
-            for d in devices:
-                free.put(d)
-            with ProcessPoolExecutor(max_workers=len(devices), mp_context=ctx, max_tasks_per_child=1) as pool:
-                futures = {pool.submit(_run_entry, name, settings, str(out / name), free): name for name, settings in pending}
-                for future in as_completed(futures):
-                    name = futures[future]
-                    try:
-                        rows[name] = future.result()
-                    except Exception as e:  # one entry failing (bad setting, out of memory) ends only that entry
-                        rows[name] = {"name": name, "status": f"failed: {type(e).__name__}: {e}"[:300]}
-                        log.error("%s failed", name, exc_info=not isinstance(e, SfaError))
-                    _write_tables(out, ordered())
+    ctx = multiprocessing.get_context("spawn")
+    free, running = list(devices), {}
+    while pending or running:
+        while pending and free:
+            name, settings = pending.pop(0)
+            device = free.pop(0)
+            (out / name / FAILURE_FILE).unlink(missing_ok=True)
+            proc = ctx.Process(target=_train_entry, args=(name, settings, str(out / name), device), name=f"ablate-{name}")
+            proc.start()
+            running[name] = (proc, device)
+        for name, (proc, device) in list(running.items()):
+            proc.join(timeout=0.2)
+            if proc.exitcode is None:
+                continue
+            del running[name]
+            free.append(device)
+            rows[name] = _outcome(name, out / name, proc.exitcode)
+            if rows[name]["status"] != "done":
+                log.error("%s %s", name, rows[name]["status"])
+            _write_tables(out, ordered())
     _write_tables(out, ordered())
     return ordered()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +19,17 @@ from sfa_cache.models.vivit import MODEL_FILE, ViViTFE, read_model_config, save_
 from sfa_cache.train import run_dir as rd
 
 log = logging.getLogger("sfa_cache")
+
+
+def _claim(out: Path) -> None:
+    """`out` may be new, empty, or an earlier assembled model (replaced, its evaluations dropped)."""
+    if (out / rd.CONFIG_FILE).is_file():
+        kind = rd.read_run_config(out).get("kind")
+        if kind != "assembled":
+            raise SfaError(f"{out} holds a {kind} run; assemble into a new folder, not over it")
+        shutil.rmtree(out / "eval", ignore_errors=True)  # they describe the previous weights
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SfaError(f"{out} exists and is not an assembled model; choose another --out")
 
 
 def assemble(stage2: str | Path, out: str | Path, *, spatial_run: Optional[str | Path] = None) -> Path:
@@ -40,6 +52,7 @@ def assemble(stage2: str | Path, out: str | Path, *, spatial_run: Optional[str |
     state = {f"spatial.{k}": v for k, v in spatial.state_dict().items()}
     state.update(load_file(str(stage2 / MODEL_FILE)))
     model.load_state_dict(state)  # strict: every part accounted for
+    _claim(out)
     out.mkdir(parents=True, exist_ok=True)
     save_model_weights(model, out)
     save_classes(out, config["classes"])

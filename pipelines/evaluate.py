@@ -20,7 +20,8 @@ from tqdm import tqdm
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.data.loaders import make_loader, resolve_device
 from sfa_cache.data.manifest import read_manifest
-from sfa_cache.data.video_dataset import EpochSampler, MultiViewClipDataset, MultiViewSpec, multi_view_clip
+from sfa_cache.data.video_dataset import (EpochSampler, MultiViewClipDataset, MultiViewSpec, collate_items_skip_failed,
+                                         multi_view_clip)
 from sfa_cache.errors import SfaError, VideoReadError
 from sfa_cache.models.vivit import ViViTFE, load_model
 from sfa_cache.train.loop import AMP_MODES, BAR_INTERVAL, autocast
@@ -98,16 +99,18 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     (out / FAILURES_FILE).unlink(missing_ok=True)
     dataset = MultiViewClipDataset(manifest, _spec(model, cfg.clips, cfg.crops, cfg.backend), out / FAILURES_FILE)
     loader = make_loader(dataset, EpochSampler(len(dataset), shuffle=False), batch_size=cfg.batch_size,
-                         num_workers=cfg.num_workers, device=device)
-    all_logits, all_labels, dropped = [], [], 0
-    for views, labels, n_dropped in tqdm(loader, desc="evaluate", unit="batch", mininterval=BAR_INTERVAL):
+                         num_workers=cfg.num_workers, device=device, collate_fn=collate_items_skip_failed)
+    all_logits, all_labels, all_indices, dropped = [], [], [], 0
+    for batch, n_dropped in tqdm(loader, desc="evaluate", unit="batch", mininterval=BAR_INTERVAL):
         dropped += n_dropped
-        if views is not None:
+        if batch is not None:
+            views, labels, indices = batch
             all_logits.append(multi_view_logits(model, views, cfg.amp).cpu())
             all_labels.append(labels)
+            all_indices.append(indices)
     if not all_logits:
         raise SfaError(f"no video of {cfg.manifest} could be read; see {out / FAILURES_FILE}")
-    logits, labels = torch.cat(all_logits), torch.cat(all_labels)
+    logits, labels, indices = torch.cat(all_logits), torch.cat(all_labels), torch.cat(all_indices)
     hits = topk_correct(logits, labels)
     confusion = confusion_matrix(logits.argmax(dim=-1), labels, len(classes))
     metrics = {
@@ -122,6 +125,14 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     writer.writerow(["true \\ predicted", *classes])
     writer.writerows([name, *row] for name, row in zip(classes, confusion.tolist()))
     atomic_write_text(out / "confusion.csv", buf.getvalue())
+    probs = logits.softmax(dim=-1)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["row", "path", "label", "predicted", "probability"])
+    for i, label, p in zip(indices.tolist(), labels.tolist(), probs):
+        entry = manifest.entries[i]
+        writer.writerow([entry.row, entry.path, classes[label], classes[int(p.argmax())], f"{float(p.max()):.6f}"])
+    atomic_write_text(out / "predictions.csv", buf.getvalue())
     log.info("top-1 %.2f  top-5 %.2f on %d videos (%d unreadable) -> %s", metrics["top1"], metrics["top5"],
              len(labels), dropped, out)
     return {**metrics, "out": str(out)}

@@ -171,6 +171,9 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
     train_cache, val_cache = check_inputs(cfg)
     classes = train_cache.classes
     model_cfg = build_model_config(cfg, train_cache)
+    if val_cache is not None and val_cache.index["extraction"]["views"]["mode"] != "eval":
+        log.warning("the eval cache %s was extracted with --mode train: its views are augmented, so the "
+                    "validation numbers are of augmented clips; extract it with --mode eval", val_cache.dir)
     train_ds = CachedFeatureDataset(train_cache, cfg.frames, train=True, seed=cfg.seed)
     val_ds = CachedFeatureDataset(val_cache, cfg.frames, train=False) if val_cache else None
     torch.manual_seed(cfg.seed)

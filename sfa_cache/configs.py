@@ -55,4 +55,23 @@ def _coerce(hint: Any, value: Any, *, where: str) -> Any:
         for arg in typing.get_args(hint):
             if arg is not type(None) and value is not None:
                 return _coerce(arg, value, where=where)
+        return value
+    return _scalar(hint, value, where=where)
+
+
+def _scalar(hint: Any, value: Any, *, where: str) -> Any:
+    """Check (and where lossless, convert) a scalar against its field type.
+
+    Config files are written by hand: an int where a float goes is fine, and a number written as
+    a string (YAML reads `1e-3` as one) is converted; anything else is a one-line error.
+    """
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float) and isinstance(value, str):
+        try:
+            return hint(value)
+        except ValueError:
+            pass
+    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise SfaError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value

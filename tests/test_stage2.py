@@ -118,7 +118,7 @@ def test_invalid_clips_are_skipped_and_counted(stage1_run: Path, videos, tmp_pat
 def test_stage2_learns_and_assembles(caches: dict[str, Path], stage1_run: Path, tmp_path: Path) -> None:
     # Evaluated on the centre views of the training clips: does Stage 2 fit its data?
     cached = {**caches, "val": caches["train_eval"]}
-    result = run_train_temporal(_cfg(cached, stage1_run, tmp_path / "s2"))
+    result = run_train_temporal(_cfg(cached, stage1_run, tmp_path / "s2", num_workers=2))  # cache reads in workers
     epochs = [r for r in read_metrics(tmp_path / "s2") if r["kind"] == "epoch"]
     assert len(epochs) == 8 and all("peak_mem_mb" in r for r in epochs)
     # Two classes: a model that only knows the prior scores ln 2. Stage 2 must do better.
@@ -203,7 +203,8 @@ def test_cache_path_and_raw_video_path_agree(caches: dict[str, Path], stage1_run
             from_cache = stage2(torch.from_numpy(cache.features(clip)[0].astype(np.float32))[None])
             from_video = assembled(multi_view_clip(entries[clip].path, spec))
             torch.testing.assert_close(from_cache, from_video, rtol=5e-3, atol=5e-3)
-    assert from_cache.abs().max() > 1e-3  # a trained head, not the zero-initialised one
+    # The residual adapter starts as the identity (fc2 = 0): non-zero now, so parity covers a trained adapter.
+    assert load_file(str(tmp_path / "s2" / "model.safetensors"))["adapter.fc2.weight"].abs().max() > 0
 
 
 def test_evaluate_and_predict(caches: dict[str, Path], stage1_run: Path, two_class: dict[str, Path], videos,
@@ -223,9 +224,16 @@ def test_evaluate_and_predict(caches: dict[str, Path], stage1_run: Path, two_cla
     assert confusion[0] == ["true \\ predicted", "flash_3x", "move_left"] and confusion[1][1:] == ["0", "0"]
     assert sum(int(c) for c in confusion[2][1:]) == 2 and int(confusion[2][2]) == round(metrics["top1"] / 50)
     assert len((out / "failures.jsonl").read_text().splitlines()) == 1
-    single = run_evaluate(EvaluateConfig(run=result["assembled"], manifest=str(two_class["val"]), num_workers=0,
-                                         out=str(tmp_path / "e1")))
-    assert single["top1"] == pytest.approx(result["val_top1"])  # 1x1 view = the eval cache's view
+    # 1 clip x 1 crop at the cached frame count is the eval cache's view: the same per-video predictions.
+    run_evaluate(EvaluateConfig(run=result["assembled"], manifest=str(two_class["val"]), num_workers=2, out=str(tmp_path / "e1")))
+    rows = [line.split(",") for line in (tmp_path / "e1" / "predictions.csv").read_text().splitlines()[1:]]
+    stage2 = load_model(tmp_path / "s2", with_spatial=False).eval()
+    cache = FeatureCache(caches["val"])
+    assert [int(r[0]) for r in rows] == cache.clip_index.tolist()
+    with torch.no_grad():
+        probs = stage2(torch.from_numpy(np.stack([cache.features(i)[0] for i in range(len(cache))]).astype(np.float32))).softmax(-1)
+    assert [r[3] for r in rows] == [cache.classes[int(i)] for i in probs.argmax(-1)]
+    np.testing.assert_allclose([float(r[4]) for r in rows], probs.max(-1).values.numpy(), atol=5e-3)
 
     first = read_manifest(two_class["val"], ["flash_3x", "move_left"]).entries[0].path
     preds = predict(result["assembled"], [first, videos["missing"]], top_k=5)
@@ -277,3 +285,61 @@ def test_assemble_command_and_the_assembled_model_as_an_extraction_source(caches
     assert again.reused and again.cache_dir == caches["val"]
     r = CliRunner().invoke(cli, ["assemble", str(stage1_run)])
     assert r.exit_code == 1 and "is not a Stage-2 run" in r.output
+
+
+def test_eval_cache_with_three_crops_is_evaluated_on_the_centre_crop(stage1_run: Path, two_class: dict[str, Path],
+                                                                    tmp_path: Path) -> None:
+    cache = FeatureCache(run_extract(ExtractConfig(model=str(stage1_run), manifest=str(two_class["val"]), mode="eval",
+                                                   eval_crops=3, frames=8, cache_root=str(tmp_path), num_workers=0,
+                                                   progress=False)).cache_dir)
+    ds = CachedFeatureDataset(cache, 8, train=False)
+    np.testing.assert_array_equal(ds[(0, 2)][0].numpy(), cache.features(2)[1].astype(np.float32))
+    assert not np.array_equal(cache.features(2)[0], cache.features(2)[1])
+
+
+def test_ablation_survives_a_killed_entry_and_refuses_stale_results(caches: dict[str, Path], stage1_run: Path,
+                                                                    tmp_path: Path) -> None:
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    base = {"train_cache": str(caches["train"]), "stage1": str(stage1_run), "frames": 8, "batch_size": 4,
+            "num_workers": 0, "optimizer": "adamw", "lr": "1e-3"}  # a number written as a string, as YAML gives it
+    grid = tmp_path / "grid.json"
+    grid.write_text(json.dumps({"base": base, "runs": [{"name": "slow", "epochs": 500}, {"name": "quick", "epochs": 1}]}))
+    rows: list = []
+    worker = threading.Thread(target=lambda: rows.extend(run_ablation(grid, tmp_path / "abl")))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (tmp_path / "abl" / "slow" / "metrics.jsonl").is_file():
+        time.sleep(0.1)
+    victim = [p for p in multiprocessing.active_children() if p.name == "ablate-slow"]
+    assert victim, "the slow entry was not running"
+    os.kill(victim[0].pid, signal.SIGKILL)  # as the OOM killer would
+    worker.join(timeout=300)
+    assert [r["name"] for r in rows] == ["slow", "quick"]
+    assert rows[0]["status"] == "failed: the process ended with exit code -9" and rows[1]["status"] == "done"
+    assert rows[1]["lr"] == 1e-3
+    grid.write_text(json.dumps({"base": {**base, "lr": 2e-3}, "runs": [{"name": "quick", "epochs": 1}]}))
+    with pytest.raises(SfaError, match="finished with other settings"):
+        run_ablation(grid, tmp_path / "abl")
+    for bad, match in (({"product": {"frames": 8}}, "product.frames must be a non-empty list"),
+                       ({"runs": [{"stop_after": 1}]}, "must not set 'stop_after'"),
+                       ({"runs": [{"epochs": "many"}]}, r"epochs: expected int, got 'many'")):
+        grid.write_text(json.dumps({"base": base, **bad}))
+        with pytest.raises(SfaError, match=match):
+            run_ablation(grid, tmp_path / "abl-bad")
+
+
+def test_assemble_never_overwrites_another_run(caches: dict[str, Path], stage1_run: Path, tmp_path: Path) -> None:
+    run_train_temporal(_cfg(caches, stage1_run, tmp_path / "s2", epochs=1, assemble=False))
+    before = (stage1_run / "model.safetensors").read_bytes()
+    r = CliRunner().invoke(cli, ["assemble", str(tmp_path / "s2"), "--out", str(stage1_run)])
+    assert r.exit_code == 1 and "holds a stage1 run" in r.output
+    assert (stage1_run / "model.safetensors").read_bytes() == before
+    assert CliRunner().invoke(cli, ["assemble", str(tmp_path / "s2")]).exit_code == 0
+    (tmp_path / "s2" / "assembled" / "eval").mkdir()
+    assert CliRunner().invoke(cli, ["assemble", str(tmp_path / "s2")]).exit_code == 0  # replaces an assembled model
+    assert not (tmp_path / "s2" / "assembled" / "eval").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -9,7 +11,8 @@ from sfa_cache.data.video_dataset import collate_skip_failed
 from sfa_cache.errors import SfaError
 
 
-def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_workers: int, device: torch.device,
+                collate_fn: Callable[[list[Any]], Any] = collate_skip_failed) -> DataLoader:
     """A loader over `(epoch, index)` keys that drops undecodable clips.
 
     Workers start with `forkserver` (not fork): decord and zarr hold threads and file handles
@@ -22,7 +25,7 @@ def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_work
         batch_size=batch_size,
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_skip_failed,
+        collate_fn=collate_fn,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,
         multiprocessing_context="forkserver" if workers > 0 else None,

@@ -99,7 +99,7 @@ def multi_view_clip(path: str | os.PathLike, spec: MultiViewSpec) -> torch.Tenso
 
 
 class MultiViewClipDataset(torch.utils.data.Dataset):
-    """index -> (views [V, F, 3, S, S], label) for evaluation, or None for an unreadable video."""
+    """index -> (views [V, F, 3, S, S], label, index) for evaluation, or None for an unreadable video."""
 
     def __init__(self, manifest: Manifest, spec: MultiViewSpec, failure_log: Optional[str | os.PathLike] = None) -> None:
         self.manifest = manifest
@@ -109,11 +109,11 @@ class MultiViewClipDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def __getitem__(self, key: tuple[int, int] | int) -> Optional[tuple[torch.Tensor, int]]:
+    def __getitem__(self, key: tuple[int, int] | int) -> Optional[tuple[torch.Tensor, int, int]]:
         index = key[1] if isinstance(key, tuple) else key
         entry = self.manifest.entries[index]
         try:
-            return multi_view_clip(entry.path, self.spec), entry.label
+            return multi_view_clip(entry.path, self.spec), entry.label, index
         except VideoReadError as e:
             log.warning("skipping %s", e)
             record_failure(self.failure_log, path=e.path, reason=e.reason, row=entry.row)
@@ -130,6 +130,12 @@ def collate_skip_failed(batch: list[Any]) -> tuple[Optional[torch.Tensor], Optio
         return None, None, len(batch)
     clips, labels = default_collate(ok)
     return clips, labels, len(batch) - len(ok)
+
+
+def collate_items_skip_failed(batch: list[Any]) -> tuple[Optional[list[torch.Tensor]], int]:
+    """Like `collate_skip_failed` for items of any arity: -> (collated fields or None, number dropped)."""
+    ok = [item for item in batch if item is not None]
+    return (default_collate(ok) if ok else None), len(batch) - len(ok)
 
 
 class EpochSampler(Sampler):
