@@ -39,6 +39,8 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--eval-crops", type=click.Choice(["1", "3"]), default=str(E.eval_crops), show_default=True,
               help="Spatial crops per clip (--mode eval).")
 @click.option("--color-jitter-prob", default=E.color_jitter_prob, show_default=True, help="Colour jitter probability of train views.")
+@click.option("--flip-prob", default=E.flip_prob, show_default=True,
+              help="Horizontal flip probability of train views (0 when classes say left/right).")
 @click.option("--seed", default=E.seed, show_default=True, help="Seed of the train views' augmentation.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=E.dtype, show_default=True, help="Stored feature dtype.")
 @click.option("--compressor", type=click.Choice(COMPRESSORS), default=E.compressor, show_default=True)

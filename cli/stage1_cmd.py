@@ -37,6 +37,8 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--temporal-preset", type=click.Choice(list(TEMPORAL_PRESETS)), help="Paper size B/L/H/g for the temporal transformer.")
 @click.option("--drop-path", default=S.drop_path, show_default=True, help="Stochastic depth rate (spatial and temporal).")
 @click.option("--color-jitter-prob", default=S.color_jitter_prob, show_default=True, help="Probability of colour jitter per clip.")
+@click.option("--flip-prob", default=S.flip_prob, show_default=True,
+              help="Horizontal flip probability per clip; 0 when classes say left/right (SSv2, the synthetic data).")
 @click.option("--epochs", default=O.epochs, show_default=True)
 @click.option("--batch-size", default=O.batch_size, show_default=True, help="Clips per step.")
 @click.option("--accum-steps", default=O.accum_steps, show_default=True, help="Gradient accumulation (effective batch = batch-size x this).")
@@ -69,7 +71,7 @@ def stage1_cmd(ctx: click.Context, resume: bool, **_: object) -> None:
     \b
       sfa-cache make-synthetic data/
       sfa-cache stage1 --train-manifest data/train.csv --val-manifest data/val.csv \\
-          --backbone vit_tiny_patch16_224 --image-size 32 --epochs 3 --lr 0.05 --out runs/s1
+          --backbone vit_tiny_patch16_224 --image-size 32 --flip-prob 0 --epochs 3 --lr 0.05 --out runs/s1
     """
     values = explicit_params(ctx)  # preset < explicit flags: defaults come from Stage1Config
     values.pop("resume", None)  # how to run, not what to run

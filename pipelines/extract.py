@@ -62,6 +62,7 @@ class ExtractConfig:
     views: int = 1
     eval_crops: int = 1
     color_jitter_prob: float = 0.8
+    flip_prob: float = 0.5  # 0 for datasets with left/right classes
     seed: int = 0
     dtype: str = "float16"
     compressor: str = "blosc"  # lz4 + byte shuffle: smallest and fastest to read (docs/benchmarks.md)
@@ -233,7 +234,7 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
     amp = _resolve_amp(cfg.amp, device)
     spec = ViewSpec(frames=cfg.frames, image_size=scfg.image_size, mean=tuple(scfg.mean), std=tuple(scfg.std), mode=cfg.mode,
                     views=cfg.views, eval_crops=cfg.eval_crops, seed=cfg.seed,
-                    augment=AugmentConfig(color_jitter_prob=cfg.color_jitter_prob))
+                    augment=AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob))
     fingerprint = spatial_fingerprint(spatial.backbone.state_dict(), scfg)
     settings = _settings(cfg, spec, amp)
     digest = manifest_digest(manifest)

@@ -40,8 +40,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "k600": {"lr": 0.1, "epochs": 30, "color_jitter_prob": 0.8},
     "mit": {"lr": 0.25, "epochs": 10, "color_jitter_prob": 0.8},
     "epic": {"lr": 0.5, "epochs": 50, "color_jitter_prob": 0.0, "drop_path": 0.2, "label_smoothing": 0.2, "mixup": 0.1},
-    "ssv2": {"lr": 0.5, "epochs": 35, "color_jitter_prob": 0.0, "drop_path": 0.3, "label_smoothing": 0.3, "mixup": 0.3},
-    "selse": {"lr": 0.5, "epochs": 35, "color_jitter_prob": 0.0},
+    # Something-Something (and Something-Else) have left/right classes: a flip would swap them.
+    "ssv2": {"lr": 0.5, "epochs": 35, "color_jitter_prob": 0.0, "flip_prob": 0.0, "drop_path": 0.3,
+             "label_smoothing": 0.3, "mixup": 0.3},
+    "selse": {"lr": 0.5, "epochs": 35, "color_jitter_prob": 0.0, "flip_prob": 0.0},
 }
 PRESET_COMMON = {"optimizer": "sgd", "momentum": 0.9, "warmup_epochs": 2.5}
 
@@ -70,6 +72,7 @@ class Stage1Config:
     temporal_preset: Optional[str] = None  # B | L | H | g
     drop_path: float = 0.0
     color_jitter_prob: float = 0.8
+    flip_prob: float = 0.5  # 0 for datasets with left/right classes (SSv2, the synthetic move_left/right)
     optim: OptimConfig = field(default_factory=OptimConfig)
     backend: str = "decord"
     device: str = "auto"
@@ -162,7 +165,7 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     s = model.cfg.spatial
-    aug = AugmentConfig(color_jitter_prob=cfg.color_jitter_prob)
+    aug = AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob)
     failures = out / rd.FAILURES_FILE
     train_ds = VideoClipDataset(train_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, True, cfg.backend, aug), cfg.seed, failures)
     train_sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed)

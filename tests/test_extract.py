@@ -86,9 +86,13 @@ def test_cache_records_fingerprint_settings_and_versions(tiny_run: Path, synthet
     assert index["spatial"]["backbone"] == TINY_BACKBONE and index["spatial"]["image_size"] == 32
     assert index["frames"] == 6 and index["views"] == 1 and index["dim"] == 192 and index["dtype"] == "float16"
     assert index["extraction"]["views"] == {"mode": "eval", "count": 1, "sampling": "uniform-segment", "crops": 1}
+    no_flip = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, views=2, flip_prob=0.0, num_workers=0))
+    augment = json.loads((no_flip.cache_dir / "cache.json").read_text())["extraction"]["views"]["augment"]
+    assert augment["flip_prob"] == 0.0 and augment["color_jitter_prob"] == 0.8
     assert index["classes"] == infer_classes(synthetic / "train.csv")
     assert index["versions"]["decord"] and index["versions"]["torch"] and index["extraction"]["decoder"] == "decord"
     assert index["num_clips"] == 14 and [s["start"] for s in index["shards"]] == [0, 8]
+    assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("val-eval") and len(list(tmp_path.iterdir())) == 2
     assert verify_cache(result.cache_dir) == []
     info = cache_info(result.cache_dir)
     assert info["clips"] == 14 and info["bytes"] > 14 * 6 * 192 * 2 * 0.5 and info["fingerprint"] == index["fingerprint"]

@@ -113,7 +113,8 @@ def test_broken_videos_are_recorded_and_skipped(synthetic: Path, videos, tmp_pat
 def test_preset_then_explicit_flags() -> None:
     cfg = resolve_config(dict(train_manifest="t.csv", out="o", preset="ssv2", batch_size=16))
     assert cfg.optim.label_smoothing == 0.3 and cfg.optim.mixup == 0.3 and cfg.drop_path == 0.3
-    assert cfg.color_jitter_prob == 0.0 and cfg.optim.epochs == 35
+    assert cfg.color_jitter_prob == 0.0 and cfg.flip_prob == 0.0 and cfg.optim.epochs == 35  # left/right classes
+    assert resolve_config(dict(train_manifest="t.csv", out="o", preset="k400")).flip_prob == 0.5
     assert cfg.optim.lr == pytest.approx(0.5 * 16 / 128)  # linear scaling from the paper's batch 128
     cfg = resolve_config(dict(train_manifest="t.csv", out="o", preset="ssv2", lr=0.01, mixup=0.0))
     assert cfg.optim.lr == 0.01 and cfg.optim.mixup == 0.0 and cfg.optim.label_smoothing == 0.3
