@@ -127,6 +127,37 @@ def render_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> n
     return frames
 
 
+# Image pre-training targets: the acting shape's cell on a GRID x GRID grid, and whether it is lit.
+GRID = 4
+FRAME_CLASSES = 2 * GRID * GRID
+
+
+def render_frames(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`n` single frames drawn like the clips' -> (uint8 [n, size, size, 3], int64 [n] targets).
+
+    Target = 2 * cell + lit, where cell is the acting shape's centre on a 4 x 4 grid and lit says
+    whether it is white. An image model trained on this learns where the shape is and whether it
+    flashes: what the video classes are made of. It is the demo's stand-in for an ImageNet
+    checkpoint, which cannot be downloaded offline.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    frames = np.empty((n, size, size, 3), dtype=np.uint8)
+    targets = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        img = np.broadcast_to(rng.uniform(10, 70, size=3).astype(np.float32), (size, size, 3)).copy()
+        d_r = rng.uniform(0.05, 0.08) * size
+        img[_shape_mask(rng.choice(["square", "disk"]), *rng.uniform(0.2 * size, 0.8 * size, 2), d_r, yy, xx)] = _random_colour(rng)
+        r = rng.uniform(0.09, 0.14) * size
+        cy, cx = rng.uniform(r + 1, size - r - 1, size=2)
+        lit = bool(rng.random() < 0.5)
+        img[_shape_mask(rng.choice(["square", "disk"]), cy, cx, r, yy, xx)] = WHITE if lit else _random_colour(rng)
+        img += rng.normal(0, 6, size=(size, size, 1)).astype(np.float32)
+        frames[i] = np.clip(img, 0, 255).astype(np.uint8)
+        cell = min(int(cy / size * GRID), GRID - 1) * GRID + min(int(cx / size * GRID), GRID - 1)
+        targets[i] = 2 * cell + int(lit)
+    return frames, targets
+
+
 def make_synthetic(out: str | Path, cfg: SyntheticConfig, progress: Optional[Callable[[int], None]] = None) -> dict[str, Path]:
     """Write videos, `train.csv`, `val.csv`, `classes.txt` and `synthetic.json` under `out`.
 
