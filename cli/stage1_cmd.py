@@ -45,6 +45,8 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=O.optimizer, show_default=True)
 @click.option("--lr", default=O.lr, show_default=True, help="Peak learning rate (cosine schedule with linear warmup).")
 @click.option("--min-lr", default=O.min_lr, show_default=True)
+@click.option("--spatial-lr-scale", default=O.spatial_lr_scale, show_default=True,
+              help="The spatial ViT's learning rate relative to --lr (e.g. 0.1 to fine-tune a pre-trained backbone gently).")
 @click.option("--weight-decay", default=O.weight_decay, show_default=True)
 @click.option("--momentum", default=O.momentum, show_default=True, help="SGD momentum.")
 @click.option("--warmup-epochs", default=O.warmup_epochs, show_default=True)

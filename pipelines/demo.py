@@ -51,9 +51,10 @@ class DemoConfig:
     backbone: str = "vit_tiny_patch16_224"
     image_size: int = 32
     pretrain_steps: int = 800
-    batch_size: int = 8
-    lr: float = 3e-4  # AdamW, for every phase
-    stage2_lr: float = 3e-4
+    batch_size: int = 16
+    lr: float = 1e-3  # AdamW; the temporal transformer's
+    spatial_lr_scale: float = 0.05  # the pre-trained spatial ViT is fine-tuned at lr x this (at 1x it is wrecked)
+    stage2_lr: float = 1e-3
     stage2_batch_size: int = 16
     train_per_class: int = 40  # make-synthetic defaults
     val_per_class: int = 12
@@ -76,7 +77,7 @@ def _phase_stage1(cfg: DemoConfig, work: Path, name: str, frames: int) -> dict[s
         train_manifest=str(work / "data" / "train.csv"), val_manifest=str(work / "data" / "val.csv"), out=str(work / name),
         backbone=cfg.backbone, image_size=cfg.image_size, backbone_weights=str(work / "image-weights.safetensors"),
         frames=frames, flip_prob=0.0, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adamw", lr=cfg.lr,
-        warmup_epochs=1, weight_decay=0.05, num_workers=cfg.num_workers, device=cfg.device, seed=cfg.seed, log_every=0))
+        spatial_lr_scale=cfg.spatial_lr_scale, warmup_epochs=1, weight_decay=0.05, num_workers=cfg.num_workers, device=cfg.device, seed=cfg.seed, log_every=0))
     return run_stage1(s1, resume=(work / name / "config.json").is_file())
 
 

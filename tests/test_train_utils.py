@@ -101,3 +101,21 @@ def test_image_pretraining_on_synthetic_frames_learns_and_loads(tmp_path) -> Non
     assert result["lit_accuracy"] > 0.8, result  # chance: 0.5; the shape's colour says it at a glance
     spatial = SpatialTransformer(SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size))
     assert load_backbone_weights(spatial.backbone, tmp_path / "w.safetensors") == []
+
+
+def test_spatial_lr_scale_gives_the_spatial_vit_its_own_learning_rate() -> None:
+    from conftest import tiny_config
+    from sfa_cache.models.vivit import ViViTFE
+    from sfa_cache.train.optim import set_lr
+
+    model = ViViTFE(tiny_config())
+    opt = build_optimizer(model, "adamw", 1e-3, 0.05, spatial_lr_scale=0.1)
+    set_lr(opt, 1e-3)
+    spatial = {id(p) for p in model.spatial.parameters()}
+    for group in opt.param_groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids <= spatial or not ids & spatial  # never mixed
+        assert group["lr"] == pytest.approx(1e-4 if ids & spatial else 1e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
+    plain = build_optimizer(model, "sgd", 0.1, 0.0)
+    assert len(plain.param_groups) == 2  # unchanged without a scale

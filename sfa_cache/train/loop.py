@@ -45,6 +45,7 @@ class OptimConfig:
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 disables
     amp: str = "none"  # none | bf16 | fp16 (fp16 only on CUDA)
+    spatial_lr_scale: float = 1.0  # the spatial ViT's lr relative to --lr (e.g. 0.1 for a pre-trained backbone)
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -85,7 +86,7 @@ class Trainer:
         self.steps_per_epoch = math.ceil(steps_per_epoch / cfg.accum_steps)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
-        self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum)
+        self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.spatial_lr_scale)
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.step = 0
         self.epoch = 0  # epochs completed

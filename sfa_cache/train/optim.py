@@ -13,22 +13,26 @@ from sfa_cache.errors import SfaError
 OPTIMIZERS = ("sgd", "adamw")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+def param_groups(model: nn.Module, weight_decay: float, spatial_lr_scale: float = 1.0) -> list[dict]:
     """Trainable parameters split into decayed (matrices) and not decayed (biases, norms,
-    position embeddings, CLS tokens), the usual ViT convention."""
-    decay, no_decay = [], []
+    position embeddings, CLS tokens), the usual ViT convention; parameters under `spatial.` get
+    their own groups with `lr_scale = spatial_lr_scale` (a pre-trained image backbone is usually
+    fine-tuned with a smaller learning rate than the new temporal transformer)."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "reg_token")):
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decayed = not (p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "reg_token")))
+        spatial = spatial_lr_scale != 1.0 and name.startswith("spatial.")
+        groups.setdefault((decayed, spatial), []).append(p)
+    return [{"params": groups.get((d, s), []), "weight_decay": weight_decay if d else 0.0,
+             "lr_scale": spatial_lr_scale if s else 1.0}
+            for d, s in ((True, False), (False, False), (True, True), (False, True)) if (d, s) in groups or not s]
 
 
-def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay)
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
+                    spatial_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    groups = param_groups(model, weight_decay, spatial_lr_scale)
     if not any(g["params"] for g in groups):
         raise SfaError("the model has no trainable parameters")
     if name == "sgd":
@@ -49,7 +53,7 @@ def lr_at(step: int, *, base_lr: float, total_steps: int, warmup_steps: int, min
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def trainable_count(params: Iterable[nn.Parameter]) -> int:
