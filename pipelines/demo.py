@@ -195,9 +195,12 @@ def report(work: Path, cfg: DemoConfig) -> str:
     if max(sfa, base, s1) < chance + 10:
         verdict = "no method rose clearly above chance, so this run does not test the recipe (too short?)"
     elif sfa >= base - 2:
-        verdict = f"SFA matches the baseline (within 2 points): {sfa:.1f} vs {base:.1f}"
+        verdict = f"SFA reaches the baseline (not more than 2 points below): {sfa:.1f} vs {base:.1f}"
     else:
         verdict = f"SFA does NOT match the baseline here: {sfa:.1f} vs {base:.1f}"
+    naive = accuracy["naive"]["top1"]
+    if naive > sfa + 2:
+        verdict += f"; but the naive ablation beats SFA ({naive:.1f}): the Stage-1 initialisation did not help on this run"
     lines += ["", f"Shared by every method, not counted above: {shared}.",
               f"Verdict on this run: {verdict}; Stage 1 alone (8 frames) reaches {s1:.1f}.",
               f"Chance is {chance:.1f}% (7 classes). Figure: results.png."]
