@@ -17,14 +17,14 @@ import torch
 
 from sfa_cache.configs import config_from_dict, config_to_dict
 from sfa_cache.data.loaders import make_loader, resolve_device
-from sfa_cache.data.manifest import Manifest, infer_classes, read_classes_file, read_manifest, save_classes
+from sfa_cache.data.manifest import Manifest, infer_classes, read_classes_file, read_manifest
 from sfa_cache.data.video_dataset import ClipSpec, EpochSampler, VideoClipDataset
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig, temporal_preset
 from sfa_cache.models.spatial import create_backbone
 from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.train import run_dir as rd
-from sfa_cache.train.fit import fit
+from sfa_cache.train.fit import begin_run, fit
 from sfa_cache.train.loop import OptimConfig, Trainer
 from sfa_cache.video.reader import BACKENDS
 from sfa_cache.video.transforms import AugmentConfig
@@ -176,19 +176,8 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
         val_loader = make_loader(val_ds, EpochSampler(len(val_ds), shuffle=False), batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)
     trainer = Trainer(model, cfg.optim, steps_per_epoch=len(train_loader), num_classes=len(classes), device=device, seed=cfg.seed)
 
-    if resuming and (state := rd.load_train_state(out)) is not None:
-        trainer.load_state_dict(state)
-        rd.truncate_metrics(out, trainer.step)
-        log.info("resuming %s at epoch %d/%d (step %d)", out, trainer.epoch, cfg.optim.epochs, trainer.step)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / rd.METRICS_FILE).unlink(missing_ok=True)
-        save_classes(out, classes)
-        rd.write_run_config(out, {
-            "format": 1, "kind": "stage1",
-            "model": config_to_dict(model.cfg), "train": config_to_dict(cfg),
-            "classes": classes, "versions": rd.library_versions(),
-        })
+    begin_run(trainer, out, resuming=resuming, classes=classes, config={
+        "format": 1, "kind": "stage1", "model": config_to_dict(model.cfg), "train": config_to_dict(cfg)})
     if cfg.compile:
         model.compile()  # in place: state-dict keys stay the same
 

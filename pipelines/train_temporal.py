@@ -22,14 +22,13 @@ from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.configs import config_from_dict, config_to_dict
 from sfa_cache.data.loaders import make_loader, resolve_device
-from sfa_cache.data.manifest import save_classes
 from sfa_cache.data.video_dataset import EpochSampler
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import (ADAPTER_KINDS, AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig,
                                      temporal_preset)
 from sfa_cache.models.vivit import MODEL_FILE, ViViTFE, checkpoint_filter_fn, read_model_config, read_spatial_fingerprint
 from sfa_cache.train import run_dir as rd
-from sfa_cache.train.fit import fit
+from sfa_cache.train.fit import begin_run, fit
 from sfa_cache.train.loop import OptimConfig, Trainer
 
 log = logging.getLogger("sfa_cache")
@@ -193,23 +192,13 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
         val_loader = make_loader(val_ds, EpochSampler(len(val_ds), shuffle=False), batch_size=cfg.optim.batch_size,
                                  num_workers=cfg.num_workers, device=device)
     trainer = Trainer(model, cfg.optim, steps_per_epoch=len(loader), num_classes=len(classes), device=device, seed=cfg.seed)
-    if resuming and (state := rd.load_train_state(out)) is not None:
-        trainer.load_state_dict(state)
-        rd.truncate_metrics(out, trainer.step)
-        log.info("resuming %s at epoch %d/%d (step %d)", out, trainer.epoch, cfg.optim.epochs, trainer.step)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / rd.METRICS_FILE).unlink(missing_ok=True)
-        save_classes(out, classes)
-        rd.write_run_config(out, {
-            "format": 1, "kind": "stage2",
-            "model": config_to_dict(model.cfg), "train": config_to_dict(cfg), "classes": classes,
-            "fingerprint": train_cache.fingerprint,
-            "caches": {"train": str(train_cache.dir.resolve()), "val": str(val_cache.dir.resolve()) if val_cache else None},
-            "spatial_source": {"run": str(Path(cfg.stage1).resolve())} if cfg.stage1 else train_cache.index["source"],
-            "skipped_clips": {"train": train_ds.skipped, "val": val_ds.skipped if val_ds else 0},
-            "versions": rd.library_versions(),
-        })
+    begin_run(trainer, out, resuming=resuming, classes=classes, config={
+        "format": 1, "kind": "stage2", "model": config_to_dict(model.cfg), "train": config_to_dict(cfg),
+        "fingerprint": train_cache.fingerprint,
+        "caches": {"train": str(train_cache.dir.resolve()), "val": str(val_cache.dir.resolve()) if val_cache else None},
+        "spatial_source": {"run": str(Path(cfg.stage1).resolve())} if cfg.stage1 else train_cache.index["source"],
+        "skipped_clips": {"train": train_ds.skipped, "val": val_ds.skipped if val_ds else 0},
+    })
     params = trainable_parameters(model)
     log.info("Stage 2: %d trainable parameters (adapter %s + temporal), %d frames, %d train clips (%d skipped)",
              params, cfg.adapter, cfg.frames, len(train_ds), train_ds.skipped)

@@ -7,12 +7,28 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from sfa_cache.data.manifest import save_classes
 from sfa_cache.data.video_dataset import EpochSampler
 from sfa_cache.models.vivit import ViViTFE, save_model_weights
 from sfa_cache.train import run_dir as rd
 from sfa_cache.train.loop import Trainer, evaluate
 
 log = logging.getLogger("sfa_cache")
+
+
+def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, config: dict[str, Any], classes: list[str]) -> None:
+    """Continue the run in `out` from its train_state.pt, or start it: config.json, classes.json and
+    an empty metrics.jsonl (records logged after the last saved state are dropped on resume)."""
+    out = Path(out)
+    if resuming and (state := rd.load_train_state(out)) is not None:
+        trainer.load_state_dict(state)
+        rd.truncate_metrics(out, trainer.step)
+        log.info("resuming %s at epoch %d/%d (step %d)", out, trainer.epoch, trainer.cfg.epochs, trainer.step)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / rd.METRICS_FILE).unlink(missing_ok=True)
+    save_classes(out, classes)
+    rd.write_run_config(out, {**config, "classes": classes, "versions": rd.library_versions()})
 
 
 def fit(
