@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
-import resource
+import queue as queue_module
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +35,7 @@ from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.errors import SfaError
 from sfa_cache.plot import curves_and_bars_png
 from sfa_cache.train.image_pretrain import ImagePretrainConfig, pretrain_on_synthetic_frames
-from sfa_cache.train.run_dir import read_metrics
+from sfa_cache.train.run_dir import peak_memory_mb, read_metrics
 
 log = logging.getLogger("sfa_cache")
 PHASES_FILE = "phases.json"
@@ -115,15 +115,14 @@ def _phase_evaluate(cfg: DemoConfig, work: Path) -> dict[str, Any]:
 
 
 def _child(fn: Callable[..., dict[str, Any]], args: tuple, queue: Any) -> None:
+    """A bug raises here with its traceback; the parent sees the process end without a message."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         device = resolve_device(args[0].device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         result = fn(*args)
-        peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        queue.put(("ok", result, peak))
+        queue.put(("ok", result, peak_memory_mb(device)))
     except SfaError as e:
         queue.put(("error", str(e), 0.0))
 
@@ -140,7 +139,13 @@ def _run_phase(work: Path, name: str, fn: Callable[..., dict[str, Any]], *args: 
     t0 = time.perf_counter()
     proc = ctx.Process(target=_child, args=(fn, args, queue), name=f"demo-{name}")
     proc.start()
-    status, result, peak = queue.get()
+    while True:  # never wait forever on a phase that died without a word
+        try:
+            status, result, peak = queue.get(timeout=1.0)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"demo phase {name} crashed (exit code {proc.exitcode}); see the traceback above") from None
     proc.join()
     if status != "ok":
         raise SfaError(f"demo phase {name}: {result}")

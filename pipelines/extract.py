@@ -31,7 +31,8 @@ from sfa_cache.data.manifest import infer_classes, manifest_digest, read_classes
 from sfa_cache.distributed import DistInfo, barrier, init_distributed, rank_device, shutdown_distributed
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import SpatialConfig
-from sfa_cache.models.spatial import SpatialTransformer, backbone_norm, load_backbone_weights
+from sfa_cache.models.sources import build_backbone_spatial
+from sfa_cache.models.spatial import SpatialTransformer
 from sfa_cache.models.vivit import load_spatial
 from sfa_cache.train.loop import AMP_MODES
 from sfa_cache.train.run_dir import library_versions, read_run_config
@@ -133,15 +134,10 @@ def load_source(cfg: ExtractConfig) -> tuple[SpatialTransformer, SpatialConfig, 
         spatial, scfg = load_spatial(cfg.model)
         run_cfg = read_run_config(cfg.model)
         return spatial, scfg, {"run": str(Path(cfg.model).resolve()), "kind": run_cfg.get("kind")}, run_cfg.get("classes")
-    scfg = SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size)
-    torch.manual_seed(cfg.seed)  # a random-init backbone (no weights given) is still reproducible
-    spatial = SpatialTransformer(scfg, pretrained=cfg.pretrained)
-    if cfg.backbone_weights:
-        load_backbone_weights(spatial.backbone, cfg.backbone_weights)
-    elif not cfg.pretrained:
+    spatial, scfg = build_backbone_spatial(cfg.backbone, cfg.image_size, weights=cfg.backbone_weights,
+                                           pretrained=cfg.pretrained, seed=cfg.seed)
+    if not (cfg.backbone_weights or cfg.pretrained):
         log.warning("the backbone %s has random weights (no --backbone-weights / --pretrained)", cfg.backbone)
-    mean, std = backbone_norm(spatial.backbone)
-    scfg = SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size, mean=mean, std=std)
     source = {"backbone": cfg.backbone, "image_size": cfg.image_size, "seed": cfg.seed,
               "weights": str(Path(cfg.backbone_weights).resolve()) if cfg.backbone_weights else
               ("timm-hub" if cfg.pretrained else "random")}

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import load_file
 
-from sfa_cache.cache.dataset import CachedFeatureDataset
+from sfa_cache.cache.dataset import CachedFeatureDataset, check_frames
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.configs import config_from_dict, config_to_dict
 from sfa_cache.data.loaders import make_loader, resolve_device
@@ -27,9 +27,11 @@ from sfa_cache.errors import SfaError
 from sfa_cache.models.config import (ADAPTER_KINDS, AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig,
                                      temporal_preset)
 from sfa_cache.models.vivit import MODEL_FILE, ViViTFE, checkpoint_filter_fn, read_model_config, read_spatial_fingerprint
+from sfa_cache.pipelines.assemble import assemble
 from sfa_cache.train import run_dir as rd
 from sfa_cache.train.fit import begin_run, fit
 from sfa_cache.train.loop import OptimConfig, Trainer
+from sfa_cache.train.optim import trainable_count
 
 log = logging.getLogger("sfa_cache")
 
@@ -152,14 +154,9 @@ def check_inputs(cfg: TrainTemporalConfig) -> tuple[FeatureCache, Optional[Featu
     if cfg.stage1 is not None:
         check_fingerprint(cfg.stage1, train_cache)
     for cache in (train_cache, val_cache):
-        if cache is not None and cfg.frames > cache.frames:
-            raise SfaError(f"--frames {cfg.frames} is more than the {cache.frames} frames per clip in the cache "
-                           f"{cache.dir}; extract with --frames >= {cfg.frames} or train on fewer")
+        if cache is not None:
+            check_frames(cache, cfg.frames)
     return train_cache, val_cache
-
-
-def trainable_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dict[str, Any]:
@@ -199,14 +196,12 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
         "spatial_source": {"run": str(Path(cfg.stage1).resolve())} if cfg.stage1 else train_cache.index["source"],
         "skipped_clips": {"train": train_ds.skipped, "val": val_ds.skipped if val_ds else 0},
     })
-    params = trainable_parameters(model)
+    params = trainable_count(model.parameters())
     log.info("Stage 2: %d trainable parameters (adapter %s + temporal), %d frames, %d train clips (%d skipped)",
              params, cfg.adapter, cfg.frames, len(train_ds), train_ds.skipped)
     last = fit(trainer, out, train_loader=loader, train_sampler=sampler, val_loader=val_loader,
                log_every=cfg.log_every, stop_after=cfg.stop_after)
     result = {**last, "params_trained": params}
     if trainer.epoch >= cfg.optim.epochs and cfg.assemble:
-        from sfa_cache.pipelines.assemble import assemble
-
         result["assembled"] = str(assemble(out, out / ASSEMBLED_DIR))
     return result

@@ -72,6 +72,7 @@ def _scalar(hint: Any, value: Any, *, where: str) -> Any:
             return hint(value)
         except ValueError:
             pass
-    if hint in (int, float, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+    is_bool_for_number = isinstance(value, bool) and hint is not bool  # True is an int to Python, not to us
+    if hint in (int, float, str, bool) and (not isinstance(value, hint) or is_bool_for_number):
         raise SfaError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value

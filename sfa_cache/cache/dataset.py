@@ -20,6 +20,15 @@ from sfa_cache.video.sampling import uniform_indices
 log = logging.getLogger(__name__)
 
 
+def check_frames(cache: FeatureCache, frames: int) -> None:
+    """Stage 2 takes a subset of the cached frames: never more than were cached."""
+    if frames < 1:
+        raise SfaError(f"--frames must be >= 1, got {frames}")
+    if frames > cache.frames:
+        raise SfaError(f"--frames {frames} is more than the {cache.frames} frames per clip in the cache "
+                       f"{cache.dir}; extract with --frames >= {frames} or train on fewer")
+
+
 class CachedFeatureDataset(torch.utils.data.Dataset):
     """Items keyed `(epoch, index)` (see `EpochSampler`) over the cache's *valid* clips.
 
@@ -28,11 +37,7 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, cache: FeatureCache, frames: int, *, train: bool, seed: int = 0) -> None:
-        if frames < 1:
-            raise SfaError(f"--frames must be >= 1, got {frames}")
-        if frames > cache.frames:
-            raise SfaError(f"--frames {frames} is more than the {cache.frames} frames per clip in the cache "
-                           f"{cache.dir}; extract with --frames >= {frames} or train on fewer")
+        check_frames(cache, frames)
         self.cache = cache
         self.frames = frames
         self.train = train

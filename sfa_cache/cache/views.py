@@ -45,10 +45,9 @@ class ViewSpec:
 
 @dataclass(frozen=True)
 class ClipJob:
-    """One clip to decode: its global position in the cache and where it comes from."""
+    """One clip to decode: where it comes from and how its views are made."""
 
-    clip: int  # global clip index (position in the manifest after split filtering)
-    row: int  # manifest row
+    row: int  # manifest row (seeds the train views)
     path: str
     spec: ViewSpec
     backend: str = "decord"

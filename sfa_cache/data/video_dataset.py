@@ -125,11 +125,11 @@ def collate_skip_failed(batch: list[Any]) -> tuple[Optional[torch.Tensor], Optio
 
     When every item failed, clips and labels are None (the loops skip the batch but count it).
     """
-    ok = [item for item in batch if item is not None]
-    if not ok:
-        return None, None, len(batch)
-    clips, labels = default_collate(ok)
-    return clips, labels, len(batch) - len(ok)
+    fields, dropped = collate_items_skip_failed(batch)
+    if fields is None:
+        return None, None, dropped
+    clips, labels = fields
+    return clips, labels, dropped
 
 
 def collate_items_skip_failed(batch: list[Any]) -> tuple[Optional[list[torch.Tensor]], int]:

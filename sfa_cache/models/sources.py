@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -11,6 +11,20 @@ from sfa_cache.models.config import SpatialConfig
 from sfa_cache.models.fingerprint import spatial_fingerprint
 from sfa_cache.models.spatial import SpatialTransformer, backbone_norm, load_backbone_weights
 from sfa_cache.models.vivit import load_spatial
+
+
+def build_backbone_spatial(backbone: str, image_size: int, *, weights: Optional[str] = None, pretrained: bool = False,
+                           seed: int = 0) -> tuple[SpatialTransformer, SpatialConfig]:
+    """A bare timm backbone as the spatial transformer (no Stage 1), its config with mean/std resolved.
+
+    Random weights (neither `weights` nor `pretrained`) come from `seed`, so they can be rebuilt.
+    """
+    torch.manual_seed(seed)
+    spatial = SpatialTransformer(SpatialConfig(backbone=backbone, image_size=image_size), pretrained=pretrained)
+    if weights:
+        load_backbone_weights(spatial.backbone, weights)
+    mean, std = backbone_norm(spatial.backbone)
+    return spatial, SpatialConfig(backbone=backbone, image_size=image_size, mean=mean, std=std)
 
 
 def spatial_from_source(source: dict[str, Any], fingerprint: str) -> tuple[SpatialTransformer, SpatialConfig]:
@@ -27,13 +41,9 @@ def spatial_from_source(source: dict[str, Any], fingerprint: str) -> tuple[Spati
         if source.get("weights") == "timm-hub":
             raise SfaError(f"the cache was extracted from {source['backbone']} hub weights; pass the Stage-1 "
                            "or a local weights run explicitly")
-        cfg = SpatialConfig(backbone=source["backbone"], image_size=int(source["image_size"]))
-        torch.manual_seed(int(source.get("seed", 0)))  # a random-init backbone is rebuilt bit for bit
-        spatial = SpatialTransformer(cfg)
-        if source.get("weights") not in (None, "random"):
-            load_backbone_weights(spatial.backbone, source["weights"])
-        mean, std = backbone_norm(spatial.backbone)
-        cfg = SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size, mean=mean, std=std)
+        weights = source.get("weights")
+        spatial, cfg = build_backbone_spatial(source["backbone"], int(source["image_size"]), seed=int(source.get("seed", 0)),
+                                              weights=None if weights in (None, "random") else weights)
         where = f"backbone {source['backbone']} ({source.get('weights')})"
     found = spatial_fingerprint(spatial.backbone.state_dict(), cfg)
     if found != fingerprint:

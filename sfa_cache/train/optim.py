@@ -18,16 +18,16 @@ def param_groups(model: nn.Module, weight_decay: float, spatial_lr_scale: float 
     position embeddings, CLS tokens), the usual ViT convention; parameters under `spatial.` get
     their own groups with `lr_scale = spatial_lr_scale` (a pre-trained image backbone is usually
     fine-tuned with a smaller learning rate than the new temporal transformer)."""
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    # Fixed group order (decayed, not decayed; unit scale first): optimiser state is saved by position.
+    scales = (1.0,) if spatial_lr_scale == 1.0 else (1.0, spatial_lr_scale)
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {(d, s): [] for s in scales for d in (True, False)}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decayed = not (p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "reg_token")))
-        spatial = spatial_lr_scale != 1.0 and name.startswith("spatial.")
-        groups.setdefault((decayed, spatial), []).append(p)
-    return [{"params": groups.get((d, s), []), "weight_decay": weight_decay if d else 0.0,
-             "lr_scale": spatial_lr_scale if s else 1.0}
-            for d, s in ((True, False), (False, False), (True, True), (False, True)) if (d, s) in groups or not s]
+        groups[(decayed, spatial_lr_scale if name.startswith("spatial.") else 1.0)].append(p)
+    return [{"params": ps, "weight_decay": weight_decay if d else 0.0, "lr_scale": s}
+            for (d, s), ps in groups.items() if ps or s == 1.0]
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
