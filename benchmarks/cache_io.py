@@ -10,34 +10,17 @@ bytes per clip and random single-clip reads through `FeatureCache` (what Stage-2
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import benchmark_dataset, machine, table
-from sfa_cache.atomic import atomic_write_json
+from benchmarks.common import benchmark_dataset, machine, table, write_feature_cache
 from sfa_cache.cache import layout
 from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.writer import COMPRESSORS, ShardData, read_shard, write_shard
+from sfa_cache.cache.writer import COMPRESSORS, ShardData, read_shard
 from sfa_cache.pipelines.extract import ExtractConfig, run_extract
-
-
-def write_cache(root: Path, data: ShardData, compressor: str, clips_per_shard: int) -> float:
-    """A finished cache of `data` (layout and index as the extractor writes them); returns write seconds."""
-    shutil.rmtree(root, ignore_errors=True)
-    n, v, f, d = data.features.shape
-    shards, t0 = [], time.perf_counter()
-    for plan in layout.plan_shards(n, clips_per_shard):
-        part = ShardData(**{k: a[plan.start : plan.stop] for k, a in data.arrays().items()})
-        write_shard(layout.shard_path(root, plan.index), part, compressor)
-        shards.append({"index": plan.index, "start": plan.start, "stop": plan.stop, "checksum": part.checksum()})
-    seconds = time.perf_counter() - t0
-    atomic_write_json(root / layout.CACHE_FILE, {"format": layout.CACHE_FORMAT, "num_clips": n, "views": v, "frames": f,
-                                                 "dim": d, "dtype": str(data.features.dtype), "shards": shards})
-    return seconds
 
 
 def random_reads(root: Path, reads: int, seed: int = 0) -> tuple[float, float]:
@@ -78,7 +61,7 @@ def main() -> None:
         raw = views * f * d * data.features.itemsize
         for compressor in COMPRESSORS:
             root = args.workdir / f"io-{views}v-{compressor}"
-            seconds = write_cache(root, data, compressor, args.clips_per_shard)
+            seconds = write_feature_cache(root, data, compressor, args.clips_per_shard)
             size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / n
             clips_s, median_ms = random_reads(root, args.reads)
             rows.append([views, compressor, f"{size / 1024:.1f}", f"{size / raw:.3f}", f"{n * raw / seconds / 2**20:.0f}",

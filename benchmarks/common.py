@@ -1,16 +1,25 @@
-"""Shared helpers: describe the machine, make a benchmark dataset, print markdown tables."""
+"""Shared helpers: describe the machine, make benchmark data and caches, time steps, measure memory."""
 
 from __future__ import annotations
 
 import datetime
+import multiprocessing
 import os
 import platform
+import resource
+import shutil
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
+from sfa_cache.atomic import atomic_write_json
+from sfa_cache.cache import layout
+from sfa_cache.cache.writer import ShardData, write_shard
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
+from sfa_cache.report import markdown_table as table  # noqa: F401  (re-exported for the scripts)
 
 
 def machine() -> str:
@@ -25,7 +34,15 @@ def machine() -> str:
         pass
     parts = [datetime.date.today().isoformat(), f"{cpu} x {os.cpu_count()} cores"]
     if torch.cuda.is_available():
-        parts.append(f"GPU {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})")
+        driver = ""
+        try:
+            import subprocess
+
+            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                    capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.SubprocessError):
+            pass
+        parts.append(f"GPU {torch.cuda.get_device_name()} (driver {driver or '?'}, CUDA {torch.version.cuda})")
     else:
         parts.append("no GPU")
     import timm
@@ -35,13 +52,96 @@ def machine() -> str:
     return "; ".join(parts)
 
 
+def available_ram() -> int:
+    """Bytes of RAM available now (MemAvailable), or total RAM when /proc is not there."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 def benchmark_dataset(root: Path, *, per_class: int, frames: int, size: int = 64) -> Path:
     """A synthetic dataset (reused when already there); returns its train manifest."""
     cfg = SyntheticConfig(train_per_class=per_class, val_per_class=1, num_frames=frames, size=size)
     return make_synthetic(root, cfg)["train"]
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+def write_feature_cache(root: Path, data: ShardData, compressor: str = "blosc", clips_per_shard: int = 256) -> float:
+    """A finished cache of `data` (layout and index as the extractor writes them); returns write seconds."""
+    shutil.rmtree(root, ignore_errors=True)
+    n, v, f, d = data.features.shape
+    shards, t0 = [], time.perf_counter()
+    for plan in layout.plan_shards(n, clips_per_shard):
+        part = ShardData(**{k: a[plan.start : plan.stop] for k, a in data.arrays().items()})
+        write_shard(layout.shard_path(root, plan.index), part, compressor)
+        shards.append({"index": plan.index, "start": plan.start, "stop": plan.stop, "checksum": part.checksum()})
+    seconds = time.perf_counter() - t0
+    atomic_write_json(root / layout.CACHE_FILE, {"format": layout.CACHE_FORMAT, "num_clips": n, "views": v, "frames": f,
+                                                 "dim": d, "dtype": str(data.features.dtype), "shards": shards,
+                                                 "classes": [str(i) for i in range(400)], "fingerprint": "sha256:bench"})
+    return seconds
+
+
+def random_feature_cache(root: Path, clips: int, views: int, frames: int, dim: int) -> Path:
+    """A real cache on disk (blosc, float16) of random features and labels; for read and step timings."""
+    rng = np.random.default_rng(0)
+    data = ShardData.empty(clips, views, frames, dim, "float16")
+    data.features[:] = rng.standard_normal(data.features.shape, dtype=np.float32)
+    data.valid[:] = True
+    data.labels[:] = rng.integers(0, 400, clips)
+    data.frame_index[:] = np.arange(frames, dtype=np.int32)
+    write_feature_cache(root, data)
+    return root
+
+
+def seconds_per_step(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:
+    """Mean seconds per call after `warmup` calls: CUDA events on a GPU, perf_counter on the CPU."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(steps):
+            step()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3 / steps
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - t0) / steps
+
+
+def _child(fn: Callable[..., Any], args: tuple, device: str, queue: Any) -> None:
+    dev = torch.device(device)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    try:
+        result = fn(*args)
+    except torch.OutOfMemoryError:
+        queue.put(("oom", None, None))
+        return
+    if dev.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(dev)
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    queue.put(("ok", result, float(peak)))
+
+
+def in_fresh_process(fn: Callable[..., Any], *args: Any, device: torch.device) -> tuple[Any, float]:
+    """Run `fn(*args)` in a spawned process: (its result, its peak memory in bytes).
+
+    Peak memory is `torch.cuda.max_memory_allocated` on a GPU and the peak-RSS increase of the
+    process on the CPU, so each measurement starts from nothing. (None, inf) on out-of-memory.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(fn, args, str(device), queue))
+    proc.start()
+    status, result, peak = queue.get()
+    proc.join()
+    return (None, float("inf")) if status == "oom" else (result, peak)
