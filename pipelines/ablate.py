@@ -30,6 +30,7 @@ import torch
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.train_temporal import check_inputs, resolve_config, run_train_temporal
+from sfa_cache.report import markdown_table
 from sfa_cache.train.run_dir import read_metrics
 
 log = logging.getLogger("sfa_cache")
@@ -148,9 +149,8 @@ def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
     def cell(v: Any) -> str:
         return "" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r.get(c)) for c in COLUMNS) + " |" for r in rows]
-    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    table = markdown_table(COLUMNS, [[cell(r.get(c)) for c in COLUMNS] for r in rows])
+    atomic_write_text(out / "results.md", table + "\n")
 
 
 def default_devices() -> list[str]:

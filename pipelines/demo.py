@@ -34,6 +34,7 @@ from sfa_cache.data.loaders import resolve_device
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.errors import SfaError
 from sfa_cache.plot import curves_and_bars_png
+from sfa_cache.report import markdown_table
 from sfa_cache.train.image_pretrain import ImagePretrainConfig, pretrain_on_synthetic_frames
 from sfa_cache.train.run_dir import peak_memory_mb, read_metrics
 
@@ -181,19 +182,20 @@ def report(work: Path, cfg: DemoConfig) -> str:
     phases = json.loads((work / PHASES_FILE).read_text())
     accuracy = phases["evaluate"]["result"]
     base_cost = sum(phases[p]["seconds"] for p in METHOD_PHASES["baseline"])
-    lines = [
-        f"# sfa-cache demo ({cfg.frames} frames; Stage 1 at {cfg.stage1_frames}; {cfg.backbone} at {cfg.image_size} px)",
-        "",
-        "| method | top-1 (val videos) | top-5 | training phases (s) | total (s) | peak memory (MiB) | cost vs baseline |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for method, label in METHOD_LABELS.items():
         parts = METHOD_PHASES[method]
         total = sum(phases[p]["seconds"] for p in parts)
         peak = max(phases[p]["peak_mem_mb"] for p in parts)
         detail = " + ".join(f"{p} {phases[p]['seconds']:.0f}" for p in parts)
-        lines.append(f"| {label} | {accuracy[method]['top1']:.1f} | {accuracy[method]['top5']:.1f} | {detail} | "
-                     f"{total:.0f} | {peak:.0f} | {total / base_cost:.2f}x |")
+        rows.append([label, f"{accuracy[method]['top1']:.1f}", f"{accuracy[method]['top5']:.1f}", detail,
+                     f"{total:.0f}", f"{peak:.0f}", f"{total / base_cost:.2f}x"])
+    lines = [
+        f"# sfa-cache demo ({cfg.frames} frames; Stage 1 at {cfg.stage1_frames}; {cfg.backbone} at {cfg.image_size} px)",
+        "",
+        markdown_table(["method", "top-1 (val videos)", "top-5", "training phases (s)", "total (s)",
+                        "peak memory (MiB)", "cost vs baseline"], rows),
+    ]
     shared = " + ".join(f"{p} {phases[p]['seconds']:.0f} s" for p in ("data", "image"))
     sfa, base, s1 = (accuracy[m]["top1"] for m in ("sfa", "baseline", "stage1-only"))
     chance = 100 / 7
