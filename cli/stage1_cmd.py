@@ -7,13 +7,11 @@ import json
 import click
 
 from sfa_cache.cli.main import cli, explicit_params
+from sfa_cache.cli.options import optim_options
 from sfa_cache.models.config import TEMPORAL_PRESETS
 from sfa_cache.pipelines.stage1 import PRESETS, Stage1Config, resolve_config, run_stage1
-from sfa_cache.train.loop import AMP_MODES, OptimConfig
-from sfa_cache.train.optim import OPTIMIZERS
 from sfa_cache.video.reader import BACKENDS
 
-O = OptimConfig
 S = Stage1Config
 _FILE = click.Path(exists=True, dir_okay=False)
 
@@ -39,21 +37,7 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--color-jitter-prob", default=S.color_jitter_prob, show_default=True, help="Probability of colour jitter per clip.")
 @click.option("--flip-prob", default=S.flip_prob, show_default=True,
               help="Horizontal flip probability per clip; 0 when classes say left/right (SSv2, the synthetic data).")
-@click.option("--epochs", default=O.epochs, show_default=True)
-@click.option("--batch-size", default=O.batch_size, show_default=True, help="Clips per step.")
-@click.option("--accum-steps", default=O.accum_steps, show_default=True, help="Gradient accumulation (effective batch = batch-size x this).")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=O.optimizer, show_default=True)
-@click.option("--lr", default=O.lr, show_default=True, help="Peak learning rate (cosine schedule with linear warmup).")
-@click.option("--min-lr", default=O.min_lr, show_default=True)
-@click.option("--spatial-lr-scale", default=O.spatial_lr_scale, show_default=True,
-              help="The spatial ViT's learning rate relative to --lr (e.g. 0.1 to fine-tune a pre-trained backbone gently).")
-@click.option("--weight-decay", default=O.weight_decay, show_default=True)
-@click.option("--momentum", default=O.momentum, show_default=True, help="SGD momentum.")
-@click.option("--warmup-epochs", default=O.warmup_epochs, show_default=True)
-@click.option("--clip-grad", default=O.clip_grad, show_default=True, help="Max gradient norm (0 disables).")
-@click.option("--label-smoothing", default=O.label_smoothing, show_default=True)
-@click.option("--mixup", default=O.mixup, show_default=True, help="Mixup alpha (0 disables).")
-@click.option("--amp", type=click.Choice(AMP_MODES), default=O.amp, show_default=True, help="Mixed precision (fp16 needs CUDA).")
+@optim_options(mixup_help="Mixup alpha (0 disables).", spatial_lr_scale=True)
 @click.option("--channels-last", is_flag=True, help="channels_last memory format for the spatial ViT (CUDA).")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")
 @click.option("--backend", type=click.Choice(BACKENDS), default=S.backend, show_default=True, help="Video decoder.")

@@ -7,13 +7,11 @@ import json
 import click
 
 from sfa_cache.cli.main import cli, explicit_params
+from sfa_cache.cli.options import optim_options
 from sfa_cache.models.config import ADAPTER_KINDS, TEMPORAL_PRESETS
 from sfa_cache.pipelines.assemble import assemble
 from sfa_cache.pipelines.train_temporal import TEMPORAL_INITS, TrainTemporalConfig, resolve_config, run_train_temporal
-from sfa_cache.train.loop import AMP_MODES, OptimConfig
-from sfa_cache.train.optim import OPTIMIZERS
 
-O = OptimConfig
 T = TrainTemporalConfig
 _DIR = click.Path(exists=True, file_okay=False)
 
@@ -32,19 +30,7 @@ _DIR = click.Path(exists=True, file_okay=False)
 @click.option("--temporal-depth", type=int, help="Layers, when training from scratch without --stage1 [default: 4].")
 @click.option("--temporal-preset", type=click.Choice(list(TEMPORAL_PRESETS)), help="Paper size B/L/H/g, from scratch without --stage1.")
 @click.option("--drop-path", default=T.drop_path, show_default=True)
-@click.option("--epochs", default=O.epochs, show_default=True)
-@click.option("--batch-size", default=O.batch_size, show_default=True, help="Clips per step.")
-@click.option("--accum-steps", default=O.accum_steps, show_default=True)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=O.optimizer, show_default=True)
-@click.option("--lr", default=O.lr, show_default=True, help="Peak learning rate (cosine schedule with linear warmup).")
-@click.option("--min-lr", default=O.min_lr, show_default=True)
-@click.option("--weight-decay", default=O.weight_decay, show_default=True)
-@click.option("--momentum", default=O.momentum, show_default=True)
-@click.option("--warmup-epochs", default=O.warmup_epochs, show_default=True)
-@click.option("--clip-grad", default=O.clip_grad, show_default=True, help="Max gradient norm (0 disables).")
-@click.option("--label-smoothing", default=O.label_smoothing, show_default=True)
-@click.option("--mixup", default=O.mixup, show_default=True, help="Feature-level mixup alpha (0 disables).")
-@click.option("--amp", type=click.Choice(AMP_MODES), default=O.amp, show_default=True)
+@optim_options(mixup_help="Feature-level mixup alpha (0 disables).", spatial_lr_scale=False)
 @click.option("--device", default=T.device, show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--num-workers", default=T.num_workers, show_default=True, help="Cache-reading worker processes.")
 @click.option("--seed", default=T.seed, show_default=True)

@@ -1,0 +1,49 @@
+"""Option groups that several commands share."""
+
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+import click
+
+from sfa_cache.train.loop import AMP_MODES, OptimConfig
+from sfa_cache.train.optim import OPTIMIZERS
+
+F = TypeVar("F", bound=Callable)
+O = OptimConfig
+
+
+def optim_options(*, mixup_help: str, spatial_lr_scale: bool) -> Callable[[F], F]:
+    """The OptimConfig flags (epochs ... amp), in one order for every training command.
+
+    `spatial_lr_scale` adds --spatial-lr-scale (only a command that trains the spatial ViT has it).
+    """
+    options = [
+        click.option("--epochs", default=O.epochs, show_default=True),
+        click.option("--batch-size", default=O.batch_size, show_default=True, help="Clips per step."),
+        click.option("--accum-steps", default=O.accum_steps, show_default=True,
+                     help="Gradient accumulation (effective batch = batch-size x this)."),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=O.optimizer, show_default=True),
+        click.option("--lr", default=O.lr, show_default=True, help="Peak learning rate (cosine schedule with linear warmup)."),
+        click.option("--min-lr", default=O.min_lr, show_default=True),
+    ]
+    if spatial_lr_scale:
+        options.append(click.option(
+            "--spatial-lr-scale", default=O.spatial_lr_scale, show_default=True,
+            help="The spatial ViT's learning rate relative to --lr (e.g. 0.1 to fine-tune a pre-trained backbone gently)."))
+    options += [
+        click.option("--weight-decay", default=O.weight_decay, show_default=True),
+        click.option("--momentum", default=O.momentum, show_default=True, help="SGD momentum."),
+        click.option("--warmup-epochs", default=O.warmup_epochs, show_default=True),
+        click.option("--clip-grad", default=O.clip_grad, show_default=True, help="Max gradient norm (0 disables)."),
+        click.option("--label-smoothing", default=O.label_smoothing, show_default=True),
+        click.option("--mixup", default=O.mixup, show_default=True, help=mixup_help),
+        click.option("--amp", type=click.Choice(AMP_MODES), default=O.amp, show_default=True,
+                     help="Mixed precision (fp16 needs CUDA)."),
+    ]
+
+    def apply(f: F) -> F:
+        for option in reversed(options):  # decorators apply bottom-up; keep the listed order in --help
+            f = option(f)
+        return f
+    return apply
