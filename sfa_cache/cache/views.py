@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sfa_cache.video.reader import open_video
+from sfa_cache.video.reader import open_video, read_index_sets
 from sfa_cache.video.sampling import uniform_indices
 from sfa_cache.video.transforms import AugmentConfig, eval_crops, train_transform
 
@@ -65,11 +65,8 @@ def decode_views(job: ClipJob) -> tuple[torch.Tensor, np.ndarray]:
         return clip.to(job.dtype), np.broadcast_to(decoded, (s.eval_crops, s.frames)).astype(np.int32)
     rngs = [np.random.default_rng([s.seed, job.row, v]) for v in range(s.views)]
     indices = [uniform_indices(reader.num_frames, s.frames, train=True, rng=rng) for rng in rngs]
-    wanted = np.unique(np.concatenate(indices))  # decode each frame once, whatever the views
-    decoded = reader.get_frames(wanted)
     views, actual = [], []
-    for idx, rng in zip(indices, rngs):
-        pos = np.searchsorted(wanted, idx)
-        views.append(train_transform(decoded[pos], s.image_size, s.mean, s.std, rng, s.augment).to(job.dtype))
-        actual.append(reader.last_indices[pos])  # what was decoded, not only what was asked for
+    for (frames, decoded), rng in zip(read_index_sets(reader, indices), rngs):
+        views.append(train_transform(frames, s.image_size, s.mean, s.std, rng, s.augment).to(job.dtype))
+        actual.append(decoded)  # what was decoded, not only what was asked for
     return torch.stack(views), np.stack(actual).astype(np.int32)

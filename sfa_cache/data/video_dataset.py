@@ -14,7 +14,7 @@ from torch.utils.data import Sampler, default_collate
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.manifest import Manifest
 from sfa_cache.errors import VideoReadError
-from sfa_cache.video.reader import open_video
+from sfa_cache.video.reader import open_video, read_index_sets
 from sfa_cache.video.sampling import multi_clip_indices, uniform_indices
 from sfa_cache.video.transforms import AugmentConfig, eval_crops, eval_transform, train_transform
 
@@ -91,10 +91,8 @@ def multi_view_clip(path: str | os.PathLike, spec: MultiViewSpec) -> torch.Tenso
     """
     reader = open_video(path, spec.backend)
     idx = multi_clip_indices(reader.num_frames, spec.frames, spec.clips)  # [clips, F]
-    wanted = np.unique(idx)
-    decoded = reader.get_frames(wanted)
-    views = [eval_crops(decoded[np.searchsorted(wanted, clip)], spec.image_size, spec.mean, spec.std, spec.crops)
-             for clip in idx]
+    views = [eval_crops(frames, spec.image_size, spec.mean, spec.std, spec.crops)
+             for frames, _ in read_index_sets(reader, list(idx))]
     return torch.cat(views)
 
 

@@ -126,6 +126,21 @@ def open_video(path: str | os.PathLike, backend: str = "decord") -> VideoReader:
     raise ValueError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
+def read_index_sets(reader: VideoReader, index_sets: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Frames for several index sets (views, clips) of one video, decoding each frame once.
+
+    -> per set (frames [T, H, W, 3] uint8, the frame numbers actually decoded [T]), which can
+    differ from the asked ones when a stream ends early.
+    """
+    wanted = np.unique(np.concatenate([np.asarray(i) for i in index_sets]))
+    decoded = reader.get_frames(wanted)
+    out = []
+    for idx in index_sets:
+        pos = np.searchsorted(wanted, idx)
+        out.append((decoded[pos], reader.last_indices[pos]))
+    return out
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     return text.splitlines()[0][:300]
