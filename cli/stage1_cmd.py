@@ -33,6 +33,8 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--frame-chunk", default=S.frame_chunk, show_default=True, help="Frames per spatial forward (bounds activation memory).")
 @click.option("--temporal-depth", type=int, help="Temporal transformer layers [default: 4, or the preset's].")
 @click.option("--temporal-preset", type=click.Choice(list(TEMPORAL_PRESETS)), help="Paper size B/L/H/g for the temporal transformer.")
+@click.option("--temporal-pos-std", default=S.temporal_pos_std, show_default=True,
+              help="Init std of the temporal position embeddings (1.0 when frame tokens are unit-scale and data are few).")
 @click.option("--drop-path", default=S.drop_path, show_default=True, help="Stochastic depth rate (spatial and temporal).")
 @click.option("--color-jitter-prob", default=S.color_jitter_prob, show_default=True, help="Probability of colour jitter per clip.")
 @click.option("--flip-prob", default=S.flip_prob, show_default=True,

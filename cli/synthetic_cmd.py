@@ -19,15 +19,15 @@ _D = SyntheticConfig
 @click.option("--val-per-class", default=_D.val_per_class, show_default=True, help="Validation clips per class.")
 @click.option("--num-frames", default=_D.num_frames, show_default=True, help="Frames per video.")
 @click.option("--size", default=_D.size, show_default=True, help="Frame side in pixels (even).")
-@click.option("--flash-len", default=_D.flash_len, show_default=True, help="Frames per flash in the flash_Nx classes.")
+@click.option("--flash-len", default=_D.flash_len, show_default=True, help="Frames of the flash in the flash_early/late classes.")
 @click.option("--fps", default=_D.fps, show_default=True, help="Frame rate written to the files.")
 @click.option("--seed", default=_D.seed, show_default=True, help="Same seed, same dataset.")
 def make_synthetic_cmd(out: Path, **options: int) -> None:
     """Write a moving-shapes action dataset (.mp4 + train/val manifests) to OUT.
 
-    Motion classes (move_left/right/up/down) need temporal order; flash classes (flash_1x/2x/3x:
-    the shape flashes white N times) need more than 8 frames to count the flashes. Rerunning
-    with the same options finishes an interrupted dataset.
+    Motion classes (move_left/right/up/down) need temporal order; still / flash_early /
+    flash_late (one brief flash of light, early or late, or none) need more than 8 frames,
+    which often miss the flash. Rerunning with the same options finishes an interrupted dataset.
     """
     cfg = SyntheticConfig(**options)
     total = (cfg.train_per_class + cfg.val_per_class) * len(CLASSES)

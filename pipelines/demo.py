@@ -48,14 +48,17 @@ class DemoConfig:
     frames: int = 32  # F: extraction, Stage 2 and the baseline
     stage1_frames: int = 8
     epochs: int = 8  # Stage 1 and the baseline: the same budget
-    stage2_epochs: int = 15
+    stage2_epochs: int = 30  # on the cache an epoch costs ~1 s: Stage 2 can afford more than Stage 1
     backbone: str = "vit_tiny_patch16_224"
     image_size: int = 32
     pretrain_steps: int = 800
     batch_size: int = 16
     lr: float = 1e-3  # AdamW; the temporal transformer's
     spatial_lr_scale: float = 0.05  # the pre-trained spatial ViT is fine-tuned at lr x this (at 1x it is wrecked)
-    stage2_lr: float = 1e-3
+    temporal_depth: int = 2  # Stage 1, Stage 2 and the baseline (depth 2 learns faster than 4 on 280 clips)
+    temporal_pos_std: float = 1.0  # at ViT's 0.02 the frame order (left vs right) is not learnt in 8 epochs
+    color_jitter_prob: float = 0.0  # brightness jitter blurs white (flash) vs coloured
+    stage2_lr: float = 1e-3  # 2e-3 lets the fresh MLP adapter wreck the Stage-1 temporal init (SFA 53.6 vs 91.7)
     stage2_batch_size: int = 16
     train_per_class: int = 40  # make-synthetic defaults
     val_per_class: int = 12
@@ -77,7 +80,8 @@ def _phase_stage1(cfg: DemoConfig, work: Path, name: str, frames: int) -> dict[s
     s1 = resolve_config(dict(
         train_manifest=str(work / "data" / "train.csv"), val_manifest=str(work / "data" / "val.csv"), out=str(work / name),
         backbone=cfg.backbone, image_size=cfg.image_size, backbone_weights=str(work / "image-weights.safetensors"),
-        frames=frames, flip_prob=0.0, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adamw", lr=cfg.lr,
+        frames=frames, flip_prob=0.0, color_jitter_prob=cfg.color_jitter_prob, temporal_depth=cfg.temporal_depth,
+        temporal_pos_std=cfg.temporal_pos_std, epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adamw", lr=cfg.lr,
         spatial_lr_scale=cfg.spatial_lr_scale, warmup_epochs=1, weight_decay=0.05, num_workers=cfg.num_workers, device=cfg.device, seed=cfg.seed, log_every=0))
     return run_stage1(s1, resume=(work / name / "config.json").is_file())
 

@@ -70,6 +70,7 @@ class Stage1Config:
     frame_chunk: int = 64
     temporal_depth: Optional[int] = None  # None: 4, or the preset's depth
     temporal_preset: Optional[str] = None  # B | L | H | g
+    temporal_pos_std: float = 0.02  # init std of the temporal position embeddings
     drop_path: float = 0.0
     color_jitter_prob: float = 0.8
     flip_prob: float = 0.5  # 0 for datasets with left/right classes (SSv2, the synthetic move_left/right)
@@ -131,12 +132,14 @@ def _check_videos_exist(manifest: Manifest) -> None:
 
 def build_model_config(cfg: Stage1Config, num_classes: int) -> ViViTConfig:
     spatial = SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size, frame_chunk=cfg.frame_chunk, drop_path=cfg.drop_path)
-    temporal = TemporalConfig(num_frames=cfg.frames, depth=cfg.temporal_depth or 4, drop_path=cfg.drop_path)
+    temporal = TemporalConfig(num_frames=cfg.frames, depth=cfg.temporal_depth or 4, drop_path=cfg.drop_path,
+                              pos_embed_std=cfg.temporal_pos_std)
     if cfg.temporal_preset is not None:  # the preset must match the backbone's width
         with torch.device("meta"):  # shapes only: no memory, no initialisation
             embed_dim = create_backbone(spatial).embed_dim
         temporal = dataclasses.replace(
-            temporal_preset(cfg.temporal_preset, embed_dim, cfg.frames, cfg.temporal_depth), drop_path=cfg.drop_path
+            temporal_preset(cfg.temporal_preset, embed_dim, cfg.frames, cfg.temporal_depth), drop_path=cfg.drop_path,
+            pos_embed_std=cfg.temporal_pos_std,
         )
     return ViViTConfig(num_classes=num_classes, spatial=spatial, adapter=AdapterConfig("none"), temporal=temporal)
 

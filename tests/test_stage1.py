@@ -23,9 +23,9 @@ from sfa_cache.train.run_dir import load_train_state, read_metrics, read_run_con
 
 @pytest.fixture(scope="module")
 def two_class(synthetic: Path, tmp_path_factory) -> Path:
-    """move_left vs flash_3x rows of the synthetic training set (an easy, overfittable task)."""
+    """move_left vs flash_late rows of the synthetic training set (an easy, overfittable task)."""
     lines = (synthetic / "train.csv").read_text().splitlines()
-    rows = [line for line in lines[1:] if line.endswith((",move_left", ",flash_3x"))]
+    rows = [line for line in lines[1:] if line.endswith((",move_left", ",flash_late"))]
     path = tmp_path_factory.mktemp("two") / "two.csv"
     path.write_text("path,label\n" + "\n".join(f"{synthetic}/{r}" for r in rows) + "\n")
     return path
@@ -51,9 +51,9 @@ def test_tiny_stage1_lowers_the_loss_and_writes_a_loadable_run(two_class: Path, 
     for name in ("config.json", "model.safetensors", "train_state.pt", "metrics.jsonl", "classes.json"):
         assert (out / name).is_file(), name
     config = read_run_config(out)
-    assert config["kind"] == "stage1" and config["classes"] == ["flash_3x", "move_left"]
+    assert config["kind"] == "stage1" and config["classes"] == ["flash_late", "move_left"]
     assert config["train"]["optim"]["lr"] == 0.05 and config["versions"]["timm"]
-    assert json.loads((out / "classes.json").read_text()) == ["flash_3x", "move_left"]
+    assert json.loads((out / "classes.json").read_text()) == ["flash_late", "move_left"]
     train_records = [r for r in read_metrics(out) if r["kind"] == "train"]
     assert train_records and {"loss", "lr", "clips_per_s", "step"} <= set(train_records[0])
     # The run loads back: same weights, same function.

@@ -31,12 +31,12 @@ from sfa_cache.train.run_dir import read_metrics, read_run_config
 
 @pytest.fixture(scope="module")
 def two_class(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """move_left vs flash_3x clips, with a train cache (2 views x 8 frames) and an eval cache (8 frames)."""
+    """move_left vs flash_late clips, with a train cache (2 views x 8 frames) and an eval cache (8 frames)."""
     root = tmp_path_factory.mktemp("two")
     manifests = {}
     for split in ("train", "val"):
         lines = (synthetic / f"{split}.csv").read_text().splitlines()
-        rows = [line for line in lines[1:] if line.endswith((",move_left", ",flash_3x"))]
+        rows = [line for line in lines[1:] if line.endswith((",move_left", ",flash_late"))]
         manifests[split] = root / f"{split}.csv"
         manifests[split].write_text("path,label\n" + "".join(f"{synthetic}/{r}\n" for r in rows))
     return manifests
@@ -217,11 +217,11 @@ def test_evaluate_and_predict(caches: dict[str, Path], stage1_run: Path, two_cla
     assert metrics["videos"] == 2 and metrics["failed"] == 1 and metrics["clips"] == 2 and metrics["crops"] == 3
     out = Path(metrics["out"])
     saved = json.loads((out / "metrics.json").read_text())
-    assert saved["top1"] == metrics["top1"] and list(saved["per_class_top1"]) == ["flash_3x", "move_left"]
-    assert saved["per_class_top1"]["flash_3x"] is None  # absent from this set
+    assert saved["top1"] == metrics["top1"] and list(saved["per_class_top1"]) == ["flash_late", "move_left"]
+    assert saved["per_class_top1"]["flash_late"] is None  # absent from this set
     assert saved["per_class_top1"]["move_left"] == metrics["top1"]
     confusion = [line.split(",") for line in (out / "confusion.csv").read_text().splitlines()]
-    assert confusion[0] == ["true \\ predicted", "flash_3x", "move_left"] and confusion[1][1:] == ["0", "0"]
+    assert confusion[0] == ["true \\ predicted", "flash_late", "move_left"] and confusion[1][1:] == ["0", "0"]
     assert sum(int(c) for c in confusion[2][1:]) == 2 and int(confusion[2][2]) == round(metrics["top1"] / 50)
     assert len((out / "failures.jsonl").read_text().splitlines()) == 1
     # 1 clip x 1 crop at the cached frame count is the eval cache's view: the same per-video predictions.
@@ -235,7 +235,7 @@ def test_evaluate_and_predict(caches: dict[str, Path], stage1_run: Path, two_cla
     assert [r[3] for r in rows] == [cache.classes[int(i)] for i in probs.argmax(-1)]
     np.testing.assert_allclose([float(r[4]) for r in rows], probs.max(-1).values.numpy(), atol=5e-3)
 
-    first = read_manifest(two_class["val"], ["flash_3x", "move_left"]).entries[0].path
+    first = read_manifest(two_class["val"], ["flash_late", "move_left"]).entries[0].path
     preds = predict(result["assembled"], [first, videos["missing"]], top_k=5)
     assert len(preds[0]["top"]) == 2 and abs(sum(t["prob"] for t in preds[0]["top"]) - 1) < 1e-4  # k clipped to 2
     assert preds[0]["top"][0]["prob"] >= preds[0]["top"][1]["prob"] and preds[1]["error"] == "file not found"

@@ -5,10 +5,12 @@ distractor shape:
 
 * `move_left/right/up/down`: the shape travels across the frame. Any 2+ ordered frames tell the
   direction, so 8-frame models solve these: they show that temporal *order* matters.
-* `flash_1x/2x/3x`: the shape stays put (small jitter) and turns white `k` times, each flash
-  `flash_len` frames long. With `flash_len = 4` of 64 frames, 8 uniformly sampled frames see each
-  flash with probability 1/2, so the count is ambiguous; 32 frames see every flash twice. These
-  classes need *more frames*: the reason Stage 2 at many frames beats Stage 1 at 8.
+* `still / flash_early / flash_late`: the shape stays put (small jitter); in `flash_early` and
+  `flash_late` it turns white once (and the background brightens: a flash of light), for
+  `flash_len` frames, in the first or the last ~40% of the clip. With `flash_len = 4` of 64 frames, 8 uniformly sampled frames see the flash with
+  probability 1/2 (a missed flash looks `still`); 32 frames always see it (twice at eval). These
+  classes need *more frames*: the reason Stage 2 at many frames beats Stage 1 at 8. (Detecting a
+  flash is learnable from a few hundred clips; counting flashes, the earlier design, was not.)
 
 Everything is a pure function of (`seed`, split, clip number): the same seed gives the same
 videos, and a partially written dataset is finished on rerun.
@@ -31,9 +33,10 @@ from sfa_cache.errors import SfaError
 from sfa_cache.video.writer import write_video
 
 MOTION_CLASSES = ("move_left", "move_right", "move_up", "move_down")
-FLASH_CLASSES = ("flash_1x", "flash_2x", "flash_3x")
+FLASH_CLASSES = ("still", "flash_early", "flash_late")
 CLASSES = MOTION_CLASSES + FLASH_CLASSES
 WHITE = np.array([255, 255, 255], dtype=np.float32)
+FLASH_SCENE = 120.0  # a flash also lights the background by this much: a clear per-frame event
 
 
 @dataclass
@@ -53,7 +56,7 @@ class SyntheticConfig:
             raise SfaError("clips per class must be >= 1")
         if self.flash_len < 1:
             raise SfaError(f"flash length must be >= 1, got {self.flash_len}")
-        # Three non-overlapping flashes separated by at least one flash length must fit.
+        # Early and late flashes must stay apart (at least 2 flash lengths between them).
         if self.num_frames < 6 * self.flash_len:
             raise SfaError(f"num_frames must be >= 6 * flash_len = {6 * self.flash_len}, got {self.num_frames}")
 
@@ -69,14 +72,6 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     c = rng.uniform(0, 120, size=3)
     c[rng.integers(3)] = rng.uniform(170, 230)
     return c.astype(np.float32)
-
-
-def _flash_starts(rng: np.random.Generator, k: int, num_frames: int, flash_len: int) -> list[int]:
-    """`k` flash start frames with gaps of at least `flash_len` dark frames between flashes."""
-    # Place k flashes (each flash_len + one flash_len of gap) in the free room uniformly.
-    free = num_frames - k * 2 * flash_len + flash_len
-    cuts = np.sort(rng.integers(0, free + 1, size=k))
-    return [int(cuts[i] + i * 2 * flash_len) for i in range(k)]
 
 
 def render_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
@@ -113,13 +108,14 @@ def render_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> n
         jitter = np.clip(np.cumsum(rng.normal(0, 0.3, size=(T, 2)), axis=0), -2, 2)
         cy, cx = start[0] + jitter[:, 0], start[1] + jitter[:, 1]
         lit = np.zeros(T, dtype=bool)
-        k = FLASH_CLASSES.index(label) + 1
-        for s in _flash_starts(rng, k, T, cfg.flash_len):
+        if label != "still":  # one flash, starting in the first or the last (T/2 - 2 flash_len) frames
+            room = T // 2 - 2 * cfg.flash_len
+            s = int(rng.integers(0, room + 1)) + (0 if label == "flash_early" else T - cfg.flash_len - room)
             lit[s : s + cfg.flash_len] = True
 
     frames = np.empty((T, S, S, 3), dtype=np.uint8)
     for t in range(T):
-        img = np.broadcast_to(background, (S, S, 3)).copy()
+        img = np.broadcast_to(np.minimum(background + (FLASH_SCENE if lit[t] else 0.0), 255), (S, S, 3)).copy()
         img[d_mask] = d_colour
         img[_shape_mask(kind, cy[t], cx[t], r, yy, xx)] = WHITE if lit[t] else colour
         img += rng.normal(0, 6, size=(S, S, 1)).astype(np.float32)  # sensor noise

@@ -45,6 +45,9 @@ class TemporalConfig:
     mlp_dim: Optional[int] = None  # None = 4 * embed_dim
     drop_path: float = 0.0
     dropout: float = 0.0  # before the classification head
+    # Init std of the learned position table. ViT's 0.02 is tiny next to frame tokens with unit-scale
+    # elements, so order (the direction of motion) reaches the attention only after long training.
+    pos_embed_std: float = 0.02
 
 
 @dataclass

@@ -66,7 +66,7 @@ class TemporalTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(embed_dim, num_classes)
-        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.pos_embed, std=cfg.pos_embed_std)  # timm truncates at +-2 (absolute)
         nn.init.normal_(self.cls_token, std=1e-6)
         self.apply(_init_weights)
         nn.init.zeros_(self.head.weight)  # as timm's ViT head: start from uniform predictions
