@@ -126,8 +126,8 @@ def main() -> None:
                  for k in REGIMES}
             b, pa, c = m["baseline"], m["paper"], m["cached"]
             time_rows.append([backbone, frames, _seconds(b), _seconds(pa), _seconds(c), _ratio(b, c), _ratio(pa, c)])
-            memory_rows.append([backbone, frames] + [f"{human_bytes(m[k]['peak']) if m[k]['peak'] is not None else m[k]['skipped']}"
-                                                     f" (est. {human_bytes(m[k]['estimate'])})" for k in REGIMES])
+            memory_rows.append([backbone, frames] + [m[k]["skipped"] or f"{human_bytes(m[k]['peak'])} (est. {human_bytes(m[k]['estimate'])})"
+                                                     for k in REGIMES])
             print(time_rows[-1], memory_rows[-1], flush=True)
     what = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak-RSS increase of the process"
     print(f"\n{machine()}\nbatch {args.batch}, {args.image_size} px, amp {amp}, SGD, MLP adapter + 4-layer temporal, device {device}\n")

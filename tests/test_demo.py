@@ -29,6 +29,12 @@ def test_demo_runs_every_phase_reports_and_reuses(tmp_path: Path) -> None:
     assert list(phases) == ["data", "image", "stage1", "extract", "sfa", "naive", "baseline", "evaluate"]
     assert all(p["seconds"] > 0 and p["peak_mem_mb"] > 0 for p in phases.values())
     assert (work / "sfa" / "assembled" / "model.safetensors").is_file()
+    # The demo's model settings reach every run: Stage 1, the baseline and the naive ablation alike.
+    configs = {run: json.loads((work / run / "config.json").read_text()) for run in ("stage1", "baseline", "sfa", "naive")}
+    for run, config in configs.items():
+        assert config["model"]["temporal"]["depth"] == 2 and config["model"]["temporal"]["pos_embed_std"] == 1.0, run
+    assert configs["stage1"]["train"]["color_jitter_prob"] == 0.0 and configs["baseline"]["train"]["frames"] == 16
+    assert configs["sfa"]["model"]["adapter"]["kind"] == "mlp" and configs["naive"]["model"]["adapter"]["kind"] == "none"
     # A rerun reuses every phase and reports the same table.
     again = CliRunner().invoke(cli, ["demo", "--workdir", str(work), *ARGS])
     assert again.exit_code == 0 and again.output == r.output
