@@ -61,8 +61,7 @@ def spatial_shape(backbone: str, image_size: int) -> SpatialShape:
 
 
 def regime_config(backbone: str, frames: int, *, image_size: int = 224, temporal_depth: int = 4,
-                  adapter: str = "mlp", num_classes: int = 400, frame_chunk: int = 32,
-                  embed_dim: Optional[int] = None) -> ViViTConfig:
+                  adapter: str = "mlp", num_classes: int = 400, frame_chunk: int = 32) -> ViViTConfig:
     """ViViT-FE over `backbone` at `frames` frames; the temporal transformer has the backbone's
     width, heads D/64 and MLP 4D (ViViT-FE's B/L/H sizes) and `temporal_depth` layers."""
     if frames < 1:
@@ -72,7 +71,7 @@ def regime_config(backbone: str, frames: int, *, image_size: int = 224, temporal
         spatial=SpatialConfig(backbone=backbone, image_size=image_size, frame_chunk=frame_chunk),
         adapter=AdapterConfig(adapter),
         temporal=TemporalConfig(num_frames=frames, depth=temporal_depth),
-        embed_dim=embed_dim if embed_dim is not None else spatial_shape(backbone, image_size).width,
+        embed_dim=spatial_shape(backbone, image_size).width,
     )
 
 
