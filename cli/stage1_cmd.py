@@ -48,6 +48,8 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--seed", default=S.seed, show_default=True)
 @click.option("--log-every", default=S.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")
+@click.option("--allow-world-size-change", is_flag=True,
+              help="Resume with another number of torchrun processes (changes the global batch and data order).")
 @click.option("--stop-after", type=int, help="Stop after this many epochs in this invocation (continue later with --resume).")
 @click.pass_context
 def stage1_cmd(ctx: click.Context, resume: bool, **_: object) -> None:

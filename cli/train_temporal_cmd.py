@@ -36,6 +36,8 @@ _DIR = click.Path(exists=True, file_okay=False)
 @click.option("--seed", default=T.seed, show_default=True)
 @click.option("--log-every", default=T.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")
+@click.option("--allow-world-size-change", is_flag=True,
+              help="Resume with another number of torchrun processes (changes the global batch and data order).")
 @click.option("--stop-after", type=int, help="Stop after this many epochs in this invocation.")
 @click.option("--no-assemble", is_flag=True, help="Do not write OUT/assembled at the end.")
 @click.pass_context

@@ -16,9 +16,10 @@ from typing import Any, Optional
 import torch
 
 from sfa_cache.configs import config_from_dict, config_to_dict
-from sfa_cache.data.loaders import make_loader, resolve_device
+from sfa_cache.data.loaders import make_loader
 from sfa_cache.data.manifest import Manifest, infer_classes, read_classes_file, read_manifest
 from sfa_cache.data.video_dataset import ClipSpec, EpochSampler, VideoClipDataset
+from sfa_cache.distributed import dist_info, start_processes
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig, temporal_preset
 from sfa_cache.models.spatial import create_backbone
@@ -32,8 +33,8 @@ from sfa_cache.video.transforms import AugmentConfig
 log = logging.getLogger("sfa_cache")
 
 # The paper's per-dataset recipe (supplementary Table 1). Learning rates are for a global batch
-# of 128 and are scaled linearly to the effective batch (batch_size * accum_steps) unless --lr
-# is given. RandAugment (EPIC, SSv2) is not implemented; those presets run without it.
+# of 128 and are scaled linearly to the global batch (batch_size * accum_steps * processes under
+# torchrun) unless --lr is given. RandAugment (EPIC, SSv2) is not implemented; those presets run without it.
 PRESET_BATCH = 128
 PRESETS: dict[str, dict[str, Any]] = {
     "k400": {"lr": 0.1, "epochs": 30, "color_jitter_prob": 0.8},
@@ -48,7 +49,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_COMMON = {"optimizer": "sgd", "momentum": 0.9, "warmup_epochs": 2.5}
 
 # Settings that may change between a run and its resumption without changing its result.
-RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "log_every", "stop_after", "compile", "channels_last"})
+RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "log_every", "stop_after", "compile", "channels_last",
+                          "allow_world_size_change"})
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Stage1Config:
     seed: int = 0
     log_every: int = 50  # optimiser steps between metrics.jsonl train records; 0 = per epoch only
     stop_after: Optional[int] = None  # stop after this many epochs in this invocation
+    allow_world_size_change: bool = False  # resume with another number of torchrun processes
     preset: Optional[str] = None
 
     def validate(self) -> None:
@@ -108,7 +111,8 @@ def resolve_config(values: dict[str, Any]) -> Stage1Config:
         merged.update(PRESET_COMMON)
         merged.update(PRESETS[preset])
         if "lr" not in values:
-            batch = values.get("batch_size", OptimConfig.batch_size) * values.get("accum_steps", OptimConfig.accum_steps)
+            batch = (values.get("batch_size", OptimConfig.batch_size) * values.get("accum_steps", OptimConfig.accum_steps)
+                     * dist_info().world_size)
             merged["lr"] = merged["lr"] * batch / PRESET_BATCH
     merged.update(values)
     optim_keys = {f.name for f in dataclasses.fields(OptimConfig)}
@@ -163,7 +167,7 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
                                   runtime_keys=RUNTIME_KEYS)
 
     out = Path(cfg.out)
-    device = resolve_device(cfg.device)
+    info, device = start_processes(cfg.device)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -171,16 +175,17 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     aug = AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob)
     failures = out / rd.FAILURES_FILE
     train_ds = VideoClipDataset(train_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, True, cfg.backend, aug), cfg.seed, failures)
-    train_sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed)
+    train_sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
     train_loader = make_loader(train_ds, train_sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)
     val_loader = None
     if val_m is not None:
         val_ds = VideoClipDataset(val_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, False, cfg.backend), cfg.seed, failures)
-        val_loader = make_loader(val_ds, EpochSampler(len(val_ds), shuffle=False), batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)
+        val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=info.rank, world_size=info.world_size, pad=False)
+        val_loader = make_loader(val_ds, val_sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)
     trainer = Trainer(model, cfg.optim, steps_per_epoch=len(train_loader), num_classes=len(classes), device=device, seed=cfg.seed)
 
-    begin_run(trainer, out, resuming=resuming, classes=classes, config={
-        "format": 1, "kind": "stage1", "model": config_to_dict(model.cfg), "train": config_to_dict(cfg)})
+    begin_run(trainer, out, resuming=resuming, classes=classes, allow_world_size_change=cfg.allow_world_size_change,
+              config={"format": 1, "kind": "stage1", "model": config_to_dict(model.cfg), "train": config_to_dict(cfg)})
     if cfg.compile:
         model.compile()  # in place: state-dict keys stay the same
 

@@ -21,8 +21,9 @@ from safetensors.torch import load_file
 from sfa_cache.cache.dataset import CachedFeatureDataset, check_frames
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.configs import config_from_dict, config_to_dict
-from sfa_cache.data.loaders import make_loader, resolve_device
+from sfa_cache.data.loaders import make_loader
 from sfa_cache.data.video_dataset import EpochSampler
+from sfa_cache.distributed import barrier, start_processes
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import (ADAPTER_KINDS, AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig,
                                      temporal_preset)
@@ -36,7 +37,7 @@ from sfa_cache.train.optim import trainable_count
 log = logging.getLogger("sfa_cache")
 
 TEMPORAL_INITS = ("stage1", "scratch")
-RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "log_every", "stop_after", "assemble"})
+RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "log_every", "stop_after", "assemble", "allow_world_size_change"})
 ASSEMBLED_DIR = "assembled"
 
 
@@ -61,6 +62,7 @@ class TrainTemporalConfig:
     seed: int = 0
     log_every: int = 50
     stop_after: Optional[int] = None
+    allow_world_size_change: bool = False  # resume with another number of torchrun processes
     assemble: bool = True  # write OUT/assembled when training is complete
 
     def validate(self) -> None:
@@ -180,16 +182,17 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
                                   runtime_keys=RUNTIME_KEYS)
 
     out = Path(cfg.out)
-    device = resolve_device(cfg.device)
+    info, device = start_processes(cfg.device)
     model.to(device)
-    sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed)
+    sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
     loader = make_loader(train_ds, sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)
     val_loader = None
     if val_ds is not None:
-        val_loader = make_loader(val_ds, EpochSampler(len(val_ds), shuffle=False), batch_size=cfg.optim.batch_size,
-                                 num_workers=cfg.num_workers, device=device)
+        val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=info.rank, world_size=info.world_size, pad=False)
+        val_loader = make_loader(val_ds, val_sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers,
+                                 device=device)
     trainer = Trainer(model, cfg.optim, steps_per_epoch=len(loader), num_classes=len(classes), device=device, seed=cfg.seed)
-    begin_run(trainer, out, resuming=resuming, classes=classes, config={
+    begin_run(trainer, out, resuming=resuming, classes=classes, allow_world_size_change=cfg.allow_world_size_change, config={
         "format": 1, "kind": "stage2", "model": config_to_dict(model.cfg), "train": config_to_dict(cfg),
         "fingerprint": train_cache.fingerprint,
         "caches": {"train": str(train_cache.dir.resolve()), "val": str(val_cache.dir.resolve()) if val_cache else None},
@@ -202,6 +205,7 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
     last = fit(trainer, out, train_loader=loader, train_sampler=sampler, val_loader=val_loader,
                log_every=cfg.log_every, stop_after=cfg.stop_after)
     result = {**last, "params_trained": params}
-    if trainer.epoch >= cfg.optim.epochs and cfg.assemble:
+    if trainer.epoch >= cfg.optim.epochs and cfg.assemble and info.is_main:
         result["assembled"] = str(assemble(out, out / ASSEMBLED_DIR))
+    barrier()
     return result

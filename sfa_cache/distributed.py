@@ -67,3 +67,23 @@ def rank_device(name: str, info: DistInfo) -> torch.device:
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum each value over the ranks (unchanged in a single process). Float64 keeps counts exact."""
+    if not is_distributed():
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def start_processes(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join torchrun's process group (NCCL for GPUs, gloo on the CPU) and pick this rank's device."""
+    cuda = device_name != "cpu" and torch.cuda.is_available()
+    info = init_distributed("nccl" if cuda else "gloo")
+    return info, rank_device(device_name, info)

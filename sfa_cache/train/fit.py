@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from sfa_cache.data.manifest import save_classes
+from sfa_cache.distributed import barrier, dist_info
+from sfa_cache.errors import SfaError
 from sfa_cache.data.video_dataset import EpochSampler
 from sfa_cache.models.vivit import ViViTFE, save_model_weights
 from sfa_cache.train import run_dir as rd
@@ -16,19 +18,36 @@ from sfa_cache.train.loop import Trainer, evaluate
 log = logging.getLogger("sfa_cache")
 
 
-def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, config: dict[str, Any], classes: list[str]) -> None:
+def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, config: dict[str, Any], classes: list[str],
+              allow_world_size_change: bool = False) -> None:
     """Continue the run in `out` from its train_state.pt, or start it: config.json, classes.json and
-    an empty metrics.jsonl (records logged after the last saved state are dropped on resume)."""
+    an empty metrics.jsonl (records logged after the last saved state are dropped on resume).
+
+    Under torchrun every rank loads the state; only rank 0 writes. A run resumed with another
+    number of processes would change the global batch and the data order, so it is refused
+    unless `allow_world_size_change`.
+    """
     out = Path(out)
+    info = dist_info()
+    barrier()  # every rank has checked the folder (prepare_run_dir) before rank 0 writes into it
     if resuming and (state := rd.load_train_state(out)) is not None:
+        saved = int(state.get("world_size", 1))
+        if saved != info.world_size and not allow_world_size_change:
+            raise SfaError(f"{out} was trained with {saved} process(es), this resume has {info.world_size}: the global "
+                           "batch and the data order would change; pass --allow-world-size-change to resume anyway")
         trainer.load_state_dict(state)
-        rd.truncate_metrics(out, trainer.step)
-        log.info("resuming %s at epoch %d/%d (step %d)", out, trainer.epoch, trainer.cfg.epochs, trainer.step)
+        if info.is_main:
+            rd.truncate_metrics(out, trainer.step)
+            log.info("resuming %s at epoch %d/%d (step %d)", out, trainer.epoch, trainer.cfg.epochs, trainer.step)
+        barrier()
         return
-    out.mkdir(parents=True, exist_ok=True)
-    (out / rd.METRICS_FILE).unlink(missing_ok=True)
-    save_classes(out, classes)
-    rd.write_run_config(out, {**config, "classes": classes, "versions": rd.library_versions()})
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / rd.METRICS_FILE).unlink(missing_ok=True)
+        save_classes(out, classes)
+        rd.write_run_config(out, {**config, "classes": classes, "world_size": info.world_size,
+                                  "versions": rd.library_versions()})
+    barrier()
 
 
 def fit(
@@ -48,7 +67,8 @@ def fit(
     Returns the last epoch's record (empty if nothing ran).
     """
     out = Path(out)
-    model: ViViTFE = trainer.model
+    model: ViViTFE = trainer.module
+    main = dist_info().is_main
     epochs = trainer.cfg.epochs
     last: dict[str, Any] = {}
     ran = 0
@@ -57,19 +77,22 @@ def fit(
         train_sampler.set_epoch(epoch)
         t0 = time.perf_counter()
         record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1}
-        record.update(trainer.train_epoch(train_loader, log_every=log_every, log=lambda r: rd.append_metrics(out, r),
-                                          desc=f"epoch {epoch + 1}/{epochs}"))
+        record.update(trainer.train_epoch(train_loader, log_every=log_every if main else 0,
+                                          log=lambda r: rd.append_metrics(out, r), desc=f"epoch {epoch + 1}/{epochs}"))
         if val_loader is not None:
             record.update(evaluate(model, val_loader, device=trainer.device, num_classes=trainer.num_classes,
                                    amp=trainer.cfg.amp))
         record.update(step=trainer.step, lr=trainer.lr(), epoch_seconds=time.perf_counter() - t0,
                       peak_mem_mb=round(rd.peak_memory_mb(trainer.device), 1))
-        rd.append_metrics(out, record)
-        save_model_weights(model, out)
-        rd.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
-        log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", epoch + 1, epochs, record["train_loss"],
-                 f"val top-1 {record['val_top1']:.2f}  top-5 {record['val_top5']:.2f}" if val_loader else "no val",
-                 record["epoch_seconds"])
+        if main:  # every rank holds the same weights and the reduced metrics; one writes them
+            rd.append_metrics(out, record)
+            save_model_weights(model, out)
+            rd.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
+        barrier()
+        if main:
+            log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", epoch + 1, epochs, record["train_loss"],
+                     f"val top-1 {record['val_top1']:.2f}  top-5 {record['val_top5']:.2f}" if val_loader else "no val",
+                     record["epoch_seconds"])
         last = record
         ran += 1
     return last

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sfa_cache.distributed import all_reduce_sum, dist_info, is_distributed
 from sfa_cache.errors import SfaError
 from sfa_cache.train.losses import mixup, soft_cross_entropy, soft_targets
 from sfa_cache.train.metrics import topk_correct
@@ -77,7 +78,10 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: OptimConfig, *, steps_per_epoch: int, num_classes: int, device: torch.device, seed: int = 0) -> None:
         cfg.validate()
-        self.model = model
+        self.module = model  # what is saved and evaluated
+        self.model = model  # what trains: under torchrun, wrapped in DistributedDataParallel
+        if is_distributed():
+            self.model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         self.cfg = cfg
         self.device = device
         self.seed = seed
@@ -97,7 +101,8 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
+            "world_size": dist_info().world_size,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "step": self.step,
@@ -108,7 +113,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
@@ -121,7 +126,8 @@ class Trainer:
         model.train()
         opt.zero_grad(set_to_none=True)
         total_loss, seen, dropped, t0 = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(loader, total=self.micro_per_epoch, desc=desc, unit="batch", dynamic_ncols=True, mininterval=BAR_INTERVAL, leave=False)
+        bar = tqdm(loader, total=self.micro_per_epoch, desc=desc, unit="batch", dynamic_ncols=True, mininterval=BAR_INTERVAL,
+                   leave=False, disable=not dist_info().is_main)
         for i, batch in enumerate(bar):
             last = i + 1 == self.micro_per_epoch
             x, y, n_dropped = batch
@@ -153,7 +159,9 @@ class Trainer:
                     log({"kind": "train", "epoch": self.epoch + 1, "step": self.step, "loss": total_loss / max(1, seen), "lr": lr, "clips_per_s": rate})
         bar.close()
         self.epoch += 1
-        return {"train_loss": total_loss / max(1, seen), "train_clips": seen, "train_dropped": dropped, "train_seconds": time.perf_counter() - t0}
+        total_loss, seen, dropped = all_reduce_sum([total_loss, seen, dropped], self.device)  # every rank's clips
+        return {"train_loss": total_loss / max(1, seen), "train_clips": int(seen), "train_dropped": int(dropped),
+                "train_seconds": time.perf_counter() - t0}
 
 
 @torch.no_grad()
@@ -162,7 +170,8 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, num_cl
     model.eval()
     loss_sum, n, dropped = 0.0, 0, 0
     hits = {1: 0, 5: 0}
-    for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, mininterval=BAR_INTERVAL, leave=False):
+    for batch in tqdm(loader, desc=desc, unit="batch", dynamic_ncols=True, mininterval=BAR_INTERVAL, leave=False,
+                      disable=not dist_info().is_main):
         x, y, n_dropped = batch
         dropped += n_dropped
         if x is None:
@@ -174,6 +183,8 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, num_cl
         for k, v in topk_correct(logits, y).items():
             hits[k] += v
         n += y.shape[0]
+    loss_sum, n, hits[1], hits[5], dropped = all_reduce_sum([loss_sum, n, hits[1], hits[5], dropped], device)
+    n, dropped = int(n), int(dropped)
     if n == 0:
         return {"val_loss": float("nan"), "val_top1": float("nan"), "val_top5": float("nan"), "val_clips": 0, "val_dropped": dropped}
     return {"val_loss": loss_sum / n, "val_top1": 100.0 * hits[1] / n, "val_top5": 100.0 * hits[5] / n, "val_clips": n, "val_dropped": dropped}
