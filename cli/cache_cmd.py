@@ -1,4 +1,4 @@
-"""`sfa-cache cache info | verify`."""
+"""`sfa-cache cache info | list | verify | export`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from sfa_cache.cache.export import export_h5
 from sfa_cache.cache.layout import read_cache_index
 from sfa_cache.cache.verify import cache_info, verify_cache
 from sfa_cache.cli.main import cli
@@ -76,3 +77,19 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
             click.echo(f"problem: {p}", err=True)
         raise SfaError(f"{Path(cache_dir)}: {len(problems)} problem(s) found")
     click.echo(f"ok: {cache_dir}")
+
+
+@cache_group.command("export")
+@click.argument("cache_dir", type=_DIR)
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["h5"]), default="h5", show_default=True)
+@click.option("--compression", type=click.Choice(["gzip", "lzf", "none"]), default="gzip", show_default=True,
+              help="HDF5 filter of the features (gzip is readable everywhere; lzf only by h5py).")
+def export_cmd(cache_dir: str, out: str, fmt: str, compression: str) -> None:
+    """Write CACHE_DIR's features, labels, clip ids and frame numbers to one HDF5 file OUT.
+
+    The layout is in docs/cache-format.md; it is for tools outside this project (training here
+    reads the Zarr cache directly).
+    """
+    summary = export_h5(cache_dir, out, compression=None if compression == "none" else compression, progress=True)
+    click.echo(json.dumps(summary))

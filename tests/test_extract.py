@@ -339,3 +339,32 @@ def test_a_second_extraction_of_the_same_cache_is_refused(tiny_run: Path, synthe
         with pytest.raises(SfaError, match="shard 1 of .* is being written by another extraction"):
             run_extract(cfg)
     assert run_extract(cfg).shards_extracted == 1 and verify_cache(cache_dir) == []
+
+
+def test_cache_export_to_hdf5(tiny_run: Path, synthetic: Path, videos, tmp_path: Path) -> None:
+    """`cache export` writes exactly the cache's arrays; failed clips stay NaN and invalid."""
+    import h5py
+
+    manifest = tmp_path / "m.csv"
+    rows = (synthetic / "val.csv").read_text().splitlines()[1:5]
+    manifest.write_text("path,label\n" + "".join(f"{synthetic}/{r}\n" for r in rows[:2])
+                        + f"{videos['garbage']},{rows[2].split(',')[1]}\n" + f"{synthetic}/{rows[3]}\n")
+    cache_dir = run_extract(_cfg(tiny_run, manifest, tmp_path / "c", views=2)).cache_dir
+    out = tmp_path / "features.h5"
+    r = CliRunner().invoke(cli, ["cache", "export", str(cache_dir), str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["clips"] == 4
+    cache = FeatureCache(cache_dir)
+    with h5py.File(out, "r") as h5:
+        assert h5["features"].shape == (4, 2, 6, cache.dim) and h5["features"].dtype == np.float16
+        for clip in range(4):
+            np.testing.assert_array_equal(h5["features"][clip], cache.features(clip))  # NaN == NaN here
+            np.testing.assert_array_equal(h5["frame_index"][clip], cache.frame_index(clip))
+        assert h5["valid"][...].tolist() == [True, True, False, True] and np.isnan(h5["features"][2]).all()
+        np.testing.assert_array_equal(h5["labels"][...], cache.labels)
+        assert h5["clip_index"][...].tolist() == [0, 1, 2, 3]
+        assert json.loads(h5.attrs["classes"]) == cache.classes and h5.attrs["fingerprint"] == cache.fingerprint
+    again = CliRunner().invoke(cli, ["cache", "export", str(cache_dir), str(out)])
+    assert again.exit_code == 1 and "exists" in again.output
+    unfinished = CliRunner().invoke(cli, ["cache", "export", str(tmp_path / "c"), str(tmp_path / "x.h5")])
+    assert unfinished.exit_code == 1 and "not a feature cache" in unfinished.output and not (tmp_path / "x.h5").exists()
