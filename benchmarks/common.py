@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import datetime
-import multiprocessing
 import os
 import platform
-import resource
 import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +18,7 @@ from sfa_cache.atomic import atomic_write_json
 from sfa_cache.cache import layout
 from sfa_cache.cache.writer import ShardData, write_shard
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
+from sfa_cache.fresh_process import run_in_fresh_process
 from sfa_cache.report import markdown_table as table  # noqa: F401  (re-exported for the scripts)
 
 
@@ -36,8 +36,6 @@ def machine() -> str:
     if torch.cuda.is_available():
         driver = ""
         try:
-            import subprocess
-
             driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                                     capture_output=True, text=True, timeout=10).stdout.strip().splitlines()[0]
         except (OSError, IndexError, subprocess.SubprocessError):
@@ -115,33 +113,14 @@ def seconds_per_step(step: Callable[[], None], device: torch.device, warmup: int
     return (time.perf_counter() - t0) / steps
 
 
-def _child(fn: Callable[..., Any], args: tuple, device: str, queue: Any) -> None:
-    dev = torch.device(device)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    try:
-        result = fn(*args)
-    except torch.OutOfMemoryError:
-        queue.put(("oom", None, None))
-        return
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(dev)
-    else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
-    queue.put(("ok", result, float(peak)))
-
-
 def in_fresh_process(fn: Callable[..., Any], *args: Any, device: torch.device) -> tuple[Any, float]:
     """Run `fn(*args)` in a spawned process: (its result, its peak memory in bytes).
 
     Peak memory is `torch.cuda.max_memory_allocated` on a GPU and the peak-RSS increase of the
     process on the CPU, so each measurement starts from nothing. (None, inf) on out-of-memory.
     """
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(fn, args, str(device), queue))
-    proc.start()
-    status, result, peak = queue.get()
-    proc.join()
-    return (None, float("inf")) if status == "oom" else (result, peak)
+    try:
+        run = run_in_fresh_process(fn, *args, device=device, name=f"benchmark {getattr(fn, '__name__', fn)}")
+    except torch.OutOfMemoryError:
+        return None, float("inf")
+    return run.result, run.peak_bytes - run.start_bytes

@@ -12,6 +12,11 @@ from sfa_cache.train.optim import OPTIMIZERS
 F = TypeVar("F", bound=Callable)
 O = OptimConfig
 
+# Resuming a torchrun run with another process count (stage1, train-temporal).
+allow_world_size_change_option = click.option(
+    "--allow-world-size-change", is_flag=True,
+    help="Resume with another number of torchrun processes (changes the global batch and data order).")
+
 
 def optim_options(*, mixup_help: str, spatial_lr_scale: bool) -> Callable[[F], F]:
     """The OptimConfig flags (epochs ... amp), in one order for every training command.

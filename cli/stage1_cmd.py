@@ -7,7 +7,7 @@ import json
 import click
 
 from sfa_cache.cli.main import cli, explicit_params
-from sfa_cache.cli.options import optim_options
+from sfa_cache.cli.options import allow_world_size_change_option, optim_options
 from sfa_cache.models.config import TEMPORAL_PRESETS
 from sfa_cache.pipelines.stage1 import PRESETS, Stage1Config, resolve_config, run_stage1
 from sfa_cache.video.reader import BACKENDS
@@ -48,8 +48,7 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--seed", default=S.seed, show_default=True)
 @click.option("--log-every", default=S.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")
-@click.option("--allow-world-size-change", is_flag=True,
-              help="Resume with another number of torchrun processes (changes the global batch and data order).")
+@allow_world_size_change_option
 @click.option("--stop-after", type=int, help="Stop after this many epochs in this invocation (continue later with --resume).")
 @click.pass_context
 def stage1_cmd(ctx: click.Context, resume: bool, **_: object) -> None:

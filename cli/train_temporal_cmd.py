@@ -7,7 +7,7 @@ import json
 import click
 
 from sfa_cache.cli.main import cli, explicit_params
-from sfa_cache.cli.options import optim_options
+from sfa_cache.cli.options import allow_world_size_change_option, optim_options
 from sfa_cache.models.config import ADAPTER_KINDS, TEMPORAL_PRESETS
 from sfa_cache.pipelines.assemble import assemble
 from sfa_cache.pipelines.train_temporal import TEMPORAL_INITS, TrainTemporalConfig, resolve_config, run_train_temporal
@@ -36,8 +36,7 @@ _DIR = click.Path(exists=True, file_okay=False)
 @click.option("--seed", default=T.seed, show_default=True)
 @click.option("--log-every", default=T.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")
-@click.option("--allow-world-size-change", is_flag=True,
-              help="Resume with another number of torchrun processes (changes the global batch and data order).")
+@allow_world_size_change_option
 @click.option("--stop-after", type=int, help="Stop after this many epochs in this invocation.")
 @click.option("--no-assemble", is_flag=True, help="Do not write OUT/assembled at the end.")
 @click.pass_context

@@ -19,24 +19,21 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import queue as queue_module
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-
-import torch
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.loaders import resolve_device
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.errors import SfaError
+from sfa_cache.fresh_process import run_in_fresh_process
 from sfa_cache.plot import curves_and_bars_png
 from sfa_cache.report import markdown_table
 from sfa_cache.train.image_pretrain import ImagePretrainConfig, pretrain_on_synthetic_frames
-from sfa_cache.train.run_dir import peak_memory_mb, read_metrics
+from sfa_cache.train.run_dir import read_metrics
 
 log = logging.getLogger("sfa_cache")
 PHASES_FILE = "phases.json"
@@ -119,19 +116,6 @@ def _phase_evaluate(cfg: DemoConfig, work: Path) -> dict[str, Any]:
     return out
 
 
-def _child(fn: Callable[..., dict[str, Any]], args: tuple, queue: Any) -> None:
-    """A bug raises here with its traceback; the parent sees the process end without a message."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        device = resolve_device(args[0].device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        result = fn(*args)
-        queue.put(("ok", result, peak_memory_mb(device)))
-    except SfaError as e:
-        queue.put(("error", str(e), 0.0))
-
-
 def _run_phase(work: Path, name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     """Run `fn(*args)` in a spawned process unless phases.json says it is done; record time and memory."""
     phases = json.loads((work / PHASES_FILE).read_text()) if (work / PHASES_FILE).is_file() else {}
@@ -139,23 +123,10 @@ def _run_phase(work: Path, name: str, fn: Callable[..., dict[str, Any]], *args: 
         log.info("demo: %s done already (%.0f s), reused", name, phases[name]["seconds"])
         return phases[name]
     log.info("demo: %s ...", name)
-    ctx = multiprocessing.get_context("spawn")
-    queue = ctx.Queue()
     t0 = time.perf_counter()
-    proc = ctx.Process(target=_child, args=(fn, args, queue), name=f"demo-{name}")
-    proc.start()
-    while True:  # never wait forever on a phase that died without a word
-        try:
-            status, result, peak = queue.get(timeout=1.0)
-            break
-        except queue_module.Empty:
-            if not proc.is_alive():
-                raise RuntimeError(f"demo phase {name} crashed (exit code {proc.exitcode}); see the traceback above") from None
-    proc.join()
-    if status != "ok":
-        raise SfaError(f"demo phase {name}: {result}")
-    phases[name] = {"seconds": round(time.perf_counter() - t0, 1), "peak_mem_mb": round(peak, 1),
-                    "result": json.loads(json.dumps(result, default=str))}
+    run = run_in_fresh_process(fn, *args, device=resolve_device(args[0].device), name=f"demo phase {name}")
+    phases[name] = {"seconds": round(time.perf_counter() - t0, 1), "peak_mem_mb": round(run.peak_bytes / 2**20, 1),
+                    "result": json.loads(json.dumps(run.result, default=str))}
     atomic_write_json(work / PHASES_FILE, phases)
     return phases[name]
 

@@ -136,15 +136,12 @@ def _check_videos_exist(manifest: Manifest) -> None:
 
 def build_model_config(cfg: Stage1Config, num_classes: int) -> ViViTConfig:
     spatial = SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size, frame_chunk=cfg.frame_chunk, drop_path=cfg.drop_path)
-    temporal = TemporalConfig(num_frames=cfg.frames, depth=cfg.temporal_depth or 4, drop_path=cfg.drop_path,
-                              pos_embed_std=cfg.temporal_pos_std)
+    temporal = TemporalConfig(num_frames=cfg.frames, depth=cfg.temporal_depth or 4)
     if cfg.temporal_preset is not None:  # the preset must match the backbone's width
         with torch.device("meta"):  # shapes only: no memory, no initialisation
             embed_dim = create_backbone(spatial).embed_dim
-        temporal = dataclasses.replace(
-            temporal_preset(cfg.temporal_preset, embed_dim, cfg.frames, cfg.temporal_depth), drop_path=cfg.drop_path,
-            pos_embed_std=cfg.temporal_pos_std,
-        )
+        temporal = temporal_preset(cfg.temporal_preset, embed_dim, cfg.frames, cfg.temporal_depth)
+    temporal = dataclasses.replace(temporal, drop_path=cfg.drop_path, pos_embed_std=cfg.temporal_pos_std)
     return ViViTConfig(num_classes=num_classes, spatial=spatial, adapter=AdapterConfig("none"), temporal=temporal)
 
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from sfa_cache.cost.regimes import REGIMES, SpatialShape, spatial_shape
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import ViViTConfig
+from sfa_cache.models.vivit import ViViTFE
 
 FP32 = 4
 OPTIMIZER_STATE_BYTES = {"sgd": 4, "adamw": 8}  # per trainable parameter: momentum; exp_avg + exp_avg_sq
@@ -54,14 +57,10 @@ def _temporal_sizes(cfg: ViViTConfig) -> tuple[int, int, int, int]:
     return t.depth, width, t.num_heads or max(1, width // 64), t.mlp_dim or 4 * width
 
 
-def _params(cfg: ViViTConfig, shape: SpatialShape) -> tuple[int, int]:
-    """(spatial parameters, adapter + temporal + head parameters), counted from the sizes."""
-    depth, width, _, mlp = _temporal_sizes(cfg)
-    hidden = cfg.adapter.hidden_dim or width
-    adapter = 0 if cfg.adapter.kind == "none" else 2 * width * hidden + hidden + width
-    block = 4 * width * width + 4 * width + 2 * width * mlp + mlp + width + 4 * width  # qkv, proj, fc1, fc2, 2 LN
-    temporal = depth * block + (cfg.temporal.num_frames + 2) * width + 2 * width + (width + 1) * cfg.num_classes
-    return shape.params, adapter + temporal
+def _stage2_params(cfg: ViViTConfig) -> int:
+    """Adapter + temporal + head parameters, counted on a meta-device build (no memory)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in ViViTFE(cfg, with_spatial=False).parameters())
 
 
 def saved_activation_bytes(regime: str, cfg: ViViTConfig, batch: int, amp: str,
@@ -92,7 +91,7 @@ def estimate_step_memory(regime: str, cfg: ViViTConfig, *, batch: int = 1, amp: 
         raise SfaError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_STATE_BYTES)}")
     shape = spatial_shape(cfg.spatial.backbone, cfg.spatial.image_size)
     frames, size = cfg.temporal.num_frames, cfg.spatial.image_size
-    spatial_p, head_p = _params(cfg, shape)
+    spatial_p, head_p = shape.params, _stage2_params(cfg)
     trainable = head_p + (spatial_p if regime == "baseline" else 0)
     stored = head_p + (spatial_p if regime != "cached" else 0)
     low = _low(amp)

@@ -7,8 +7,9 @@ distractor shape:
   direction, so 8-frame models solve these: they show that temporal *order* matters.
 * `still / flash_early / flash_late`: the shape stays put (small jitter); in `flash_early` and
   `flash_late` it turns white once (and the background brightens: a flash of light), for
-  `flash_len` frames, in the first or the last ~40% of the clip. With `flash_len = 4` of 64 frames, 8 uniformly sampled frames see the flash with
-  probability 1/2 (a missed flash looks `still`); 32 frames always see it (twice at eval). These
+  `flash_len` frames, in the first or the last ~40% of the clip. With `flash_len = 4` of 64
+  frames, 8 uniformly sampled frames see the flash with probability 1/2 (a missed flash looks
+  `still`); 32 frames always see it (twice at eval). These
   classes need *more frames*: the reason Stage 2 at many frames beats Stage 1 at 8. (Detecting a
   flash is learnable from a few hundred clips; counting flashes, the earlier design, was not.)
 

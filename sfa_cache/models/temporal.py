@@ -61,7 +61,7 @@ class TemporalTransformer(nn.Module):
         mlp_dim = cfg.mlp_dim or 4 * embed_dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.num_frames + 1, embed_dim))
-        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth, device="cpu").tolist()  # "cpu": also under a meta device
         self.blocks = nn.Sequential(*[Block(embed_dim, heads, mlp_dim, r) for r in rates])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_drop = nn.Dropout(cfg.dropout)
