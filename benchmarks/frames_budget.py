@@ -16,9 +16,9 @@ import argparse
 import torch
 
 from benchmarks.common import machine, table
-from sfa_cache.cost.plan import parse_size, plan_frames
+from sfa_cache.cost.plan import plan_frames
 from sfa_cache.cost.regimes import REGIME_LABELS
-from sfa_cache.report import human_bytes
+from sfa_cache.report import human_bytes, parse_size
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from sfa_cache.cache.export import export_h5
 from sfa_cache.cache.layout import read_cache_index
 from sfa_cache.cache.verify import cache_info, verify_cache
 from sfa_cache.cli.main import cli
-from sfa_cache.data.manifest import read_manifest
+from sfa_cache.data.inputs import INPUT_HELP, read_input
 from sfa_cache.errors import SfaError
 
 _DIR = click.Path(exists=True, file_okay=False)
@@ -59,8 +59,8 @@ def list_cmd(cache_root: str) -> None:
 
 @cache_group.command("verify")
 @click.argument("cache_dir", type=_DIR)
-@click.option("--manifest", type=click.Path(exists=True, dir_okay=False),
-              help="Also check that the cache covers this manifest's rows.")
+@click.option("--manifest", "--wds", "--h5", "manifest", metavar="INPUT",
+              help=f"Also check that the cache covers this input's clips: {INPUT_HELP}.")
 @click.option("--root", type=_DIR, help="Folder video paths are relative to (with --manifest).")
 @click.option("--split", help="Manifest split the cache was made from (with --manifest).")
 def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: str | None) -> None:
@@ -70,7 +70,7 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
     """
     given = None
     if manifest is not None:
-        given = read_manifest(manifest, read_cache_index(cache_dir)["classes"], root, split)
+        given = read_input(manifest, read_cache_index(cache_dir)["classes"], root, split)
     problems = verify_cache(cache_dir, given)
     if problems:
         for p in problems:

@@ -8,6 +8,7 @@ import click
 
 from sfa_cache.cli.main import cli
 from sfa_cache.configs import config_from_dict
+from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.evaluate import EvaluateConfig, predict, run_evaluate
 from sfa_cache.train.loop import AMP_MODES
@@ -32,7 +33,8 @@ def _view_options(f):
 
 @cli.command("evaluate")
 @click.option("--run", "run", type=_RUN, required=True, help="Run directory with spatial weights (Stage 1, baseline or assembled).")
-@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True, help="CSV of the videos to evaluate.")
+@click.option("--manifest", "--wds", "--h5", "manifest", metavar="INPUT", required=True,
+              help=f"The videos to evaluate: {INPUT_HELP}.")
 @click.option("--root", type=_RUN, help="Folder video paths are relative to [default: the CSV's folder].")
 @click.option("--split", help="Keep only manifest rows with this 'split' value.")
 @_view_options

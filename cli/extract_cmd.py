@@ -10,6 +10,7 @@ from sfa_cache.cache.views import VIEW_MODES
 from sfa_cache.cache.writer import COMPRESSORS, DTYPES
 from sfa_cache.cli.main import cli
 from sfa_cache.configs import config_from_dict
+from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.distributed import dist_info
 from sfa_cache.pipelines.extract import ExtractConfig, run_extract
 from sfa_cache.train.loop import AMP_MODES
@@ -20,7 +21,8 @@ _FILE = click.Path(exists=True, dir_okay=False)
 
 
 @cli.command("extract")
-@click.option("--manifest", type=_FILE, required=True, help="CSV with path,label[,split] of the videos to cache.")
+@click.option("--manifest", "--wds", "--h5", "manifest", metavar="INPUT", required=True,
+              help=f"The videos to cache: {INPUT_HELP}.")
 @click.option("--cache-root", type=click.Path(file_okay=False), required=True,
               help="Folder holding caches; the cache goes in a subfolder named by its content key.")
 @click.option("--model", type=click.Path(exists=True, file_okay=False),
@@ -64,6 +66,7 @@ def extract_cmd(no_progress: bool, eval_crops: str, **values: object) -> None:
     \b
       sfa-cache extract --model runs/s1 --manifest data/train.csv --cache-root caches --frames 32 --views 2
       sfa-cache extract --model runs/s1 --manifest data/val.csv --cache-root caches --frames 32 --mode eval
+      sfa-cache extract --model runs/s1 --wds 'shards/train-{000000..000099}.tar' --cache-root caches --frames 32
       torchrun --nproc_per_node 4 -m sfa_cache.cli extract --model runs/s1 --manifest train.csv --cache-root caches
     """
     cfg = config_from_dict(ExtractConfig, {**values, "eval_crops": int(eval_crops), "progress": not no_progress},

@@ -43,6 +43,6 @@ def explicit_params(ctx: click.Context) -> dict[str, Any]:
 
 # Commands register themselves on `cli` when their modules are imported.
 from sfa_cache.cli import (  # noqa: E402,F401
-    ablate_cmd, cache_cmd, convert_cmd, demo_cmd, evaluate_cmd, extract_cmd, plan_cmd, stage1_cmd, synthetic_cmd,
-    train_temporal_cmd,
+    ablate_cmd, cache_cmd, convert_cmd, demo_cmd, evaluate_cmd, extract_cmd, pack_cmd, plan_cmd, stage1_cmd,
+    synthetic_cmd, train_temporal_cmd,
 )

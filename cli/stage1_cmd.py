@@ -8,6 +8,7 @@ import click
 
 from sfa_cache.cli.main import cli, explicit_params
 from sfa_cache.cli.options import allow_world_size_change_option, optim_options
+from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.models.config import TEMPORAL_PRESETS
 from sfa_cache.pipelines.stage1 import PRESETS, Stage1Config, resolve_config, run_stage1
 from sfa_cache.video.reader import BACKENDS
@@ -17,11 +18,13 @@ _FILE = click.Path(exists=True, dir_okay=False)
 
 
 @cli.command("stage1")
-@click.option("--train-manifest", type=_FILE, required=True, help="CSV with path,label[,split] of the training videos.")
-@click.option("--val-manifest", type=_FILE, help="CSV of the validation videos (evaluated every epoch).")
+@click.option("--train-manifest", "--train-wds", "--train-h5", "train_manifest", metavar="INPUT", required=True,
+              help=f"Training videos: {INPUT_HELP}.")
+@click.option("--val-manifest", "--val-wds", "--val-h5", "val_manifest", metavar="INPUT",
+              help="Validation videos (evaluated every epoch), in any of the same forms.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to create (or --resume).")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), help="Folder video paths are relative to [default: each CSV's folder].")
-@click.option("--classes", type=_FILE, help="Class list (.txt one per line, or .json) [default: from the train manifest].")
+@click.option("--classes", type=_FILE, help="Class list (.txt one per line, or .json) [default: the train input's own, else inferred].")
 @click.option("--train-split", default=S.train_split, show_default=True, help="Rows kept from a manifest with a 'split' column.")
 @click.option("--val-split", default=S.val_split, show_default=True, help="Rows kept from a manifest with a 'split' column.")
 @click.option("--preset", type=click.Choice(list(PRESETS)), help="The paper's per-dataset recipe; explicit flags override it.")
@@ -61,6 +64,7 @@ def stage1_cmd(ctx: click.Context, resume: bool, **_: object) -> None:
       sfa-cache make-synthetic data/
       sfa-cache stage1 --train-manifest data/train.csv --val-manifest data/val.csv \\
           --backbone vit_tiny_patch16_224 --image-size 32 --flip-prob 0 --epochs 3 --lr 0.05 --out runs/s1
+      sfa-cache stage1 --train-wds 'shards/train-{000000..000099}.tar' --val-h5 frames.h5 ... --out runs/s1
     """
     values = explicit_params(ctx)  # preset < explicit flags: defaults come from Stage1Config
     values.pop("resume", None)  # how to run, not what to run

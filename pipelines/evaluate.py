@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.data.loaders import make_loader, resolve_device
-from sfa_cache.data.manifest import read_manifest
+from sfa_cache.data.inputs import input_name, read_input
 from sfa_cache.data.video_dataset import (EpochSampler, MultiViewClipDataset, MultiViewSpec, collate_items_skip_failed,
                                          multi_view_clip)
 from sfa_cache.errors import SfaError, VideoReadError
@@ -92,8 +92,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     cfg.validate()
     device = resolve_device(cfg.device)
     model, classes = load_for_inference(cfg.run, cfg.frames, device)
-    manifest = read_manifest(cfg.manifest, classes, cfg.root, cfg.split)
-    name = Path(cfg.manifest).stem + (f"-{cfg.split}" if cfg.split else "") + f"-{cfg.clips}x{cfg.crops}"
+    manifest = read_input(cfg.manifest, classes, cfg.root, cfg.split)
+    name = input_name(cfg.manifest) + (f"-{cfg.split}" if cfg.split else "") + f"-{cfg.clips}x{cfg.crops}"
     out = Path(cfg.out) if cfg.out else Path(cfg.run) / "eval" / name
     out.mkdir(parents=True, exist_ok=True)
     (out / FAILURES_FILE).unlink(missing_ok=True)

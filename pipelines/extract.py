@@ -27,7 +27,8 @@ from sfa_cache.cache.views import VIEW_MODES, ViewSpec
 from sfa_cache.cache.writer import COMPRESSORS, DTYPES
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.failures import read_failures
-from sfa_cache.data.manifest import infer_classes, manifest_digest, read_classes_file, read_manifest
+from sfa_cache.data.inputs import describe_input, input_name, read_input
+from sfa_cache.data.manifest import manifest_digest, read_classes_file
 from sfa_cache.distributed import DistInfo, barrier, init_distributed, rank_device, shutdown_distributed
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import SpatialConfig
@@ -46,7 +47,7 @@ log = logging.getLogger("sfa_cache")
 class ExtractConfig:
     """Everything `sfa-cache extract` takes."""
 
-    manifest: str
+    manifest: str  # a CSV, WebDataset shards ('shards/train-{000000..000099}.tar') or an HDF5 frame file
     cache_root: str
     # The spatial model: a Stage-1 (or assembled) run directory, or a bare timm backbone.
     model: Optional[str] = None
@@ -224,8 +225,9 @@ def run_extract(cfg: ExtractConfig) -> ExtractResult:
 
 def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
     spatial, scfg, source, source_classes = load_source(cfg)
-    classes = read_classes_file(cfg.classes) if cfg.classes else (source_classes or infer_classes(cfg.manifest))
-    manifest = read_manifest(cfg.manifest, classes, cfg.root, cfg.split)
+    manifest = read_input(cfg.manifest, read_classes_file(cfg.classes) if cfg.classes else source_classes, cfg.root,
+                          cfg.split)
+    classes = manifest.classes
     device = rank_device(cfg.device, info)
     amp = _resolve_amp(cfg.amp, device)
     spec = ViewSpec(frames=cfg.frames, image_size=scfg.image_size, mean=tuple(scfg.mean), std=tuple(scfg.std), mode=cfg.mode,
@@ -235,7 +237,7 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
     settings = _settings(cfg, spec, amp)
     digest = manifest_digest(manifest)
     key = hashlib.sha256(json.dumps([fingerprint, settings, digest], sort_keys=True).encode()).hexdigest()
-    name = Path(cfg.manifest).stem + (f"-{cfg.split}" if cfg.split else "")
+    name = input_name(cfg.manifest) + (f"-{cfg.split}" if cfg.split else "")
     cache_dir = Path(cfg.cache_root) / f"{name}-{cfg.mode}-{cfg.frames}f-{key[:12]}"
 
     shards = layout.plan_shards(len(manifest), cfg.clips_per_shard)
@@ -254,7 +256,7 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
         "preprocessing": preprocessing(scfg), "source": source, "extraction": settings,
         "views": spec.num_views, "frames": spec.frames, "dim": spatial.embed_dim, "dtype": cfg.dtype,
         "classes": classes,
-        "manifest": {"path": str(Path(cfg.manifest).resolve()), "split": cfg.split, "rows": [e.row for e in manifest.entries],
+        "manifest": {**describe_input(manifest), "split": cfg.split, "rows": [e.row for e in manifest.entries],
                      "digest": digest},
         "versions": library_versions(),
     }

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from sfa_cache.cost.plan import PlanRow, parse_size, plan_frames
+from sfa_cache.cost.plan import PlanRow, plan_frames
 from sfa_cache.cost.regimes import REGIME_LABELS
 from sfa_cache.data.loaders import resolve_device
 from sfa_cache.errors import SfaError
-from sfa_cache.report import human_bytes, markdown_table
+from sfa_cache.report import human_bytes, markdown_table, parse_size
 from sfa_cache.train.loop import AMP_MODES
 from sfa_cache.train.optim import OPTIMIZERS
 

@@ -16,8 +16,10 @@ from typing import Any, Optional
 import torch
 
 from sfa_cache.configs import config_from_dict, config_to_dict
+from sfa_cache.data.failures import record_failure
+from sfa_cache.data.inputs import read_input
 from sfa_cache.data.loaders import make_loader
-from sfa_cache.data.manifest import Manifest, infer_classes, read_classes_file, read_manifest
+from sfa_cache.data.manifest import Manifest, read_classes_file
 from sfa_cache.data.video_dataset import ClipSpec, EpochSampler, VideoClipDataset
 from sfa_cache.distributed import dist_info, start_processes
 from sfa_cache.errors import SfaError
@@ -57,10 +59,10 @@ RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "log_every", "stop_aft
 class Stage1Config:
     """Everything `sfa-cache stage1` takes; saved under 'train' in the run's config.json."""
 
-    train_manifest: str
+    train_manifest: str  # a CSV, WebDataset shards ('shards/train-{000000..000099}.tar') or an HDF5 frame file
     out: str
     val_manifest: Optional[str] = None
-    root: Optional[str] = None  # folder video paths are relative to (default: each CSV's folder)
+    root: Optional[str] = None  # folder a CSV's video paths are relative to (default: each CSV's folder)
     classes: Optional[str] = None  # class list file; default: inferred from the train manifest
     train_split: str = "train"  # rows kept when a manifest has a 'split' column
     val_split: str = "val"
@@ -121,12 +123,9 @@ def resolve_config(values: dict[str, Any]) -> Stage1Config:
     return config_from_dict(Stage1Config, merged, where="stage1 options")
 
 
-def _classes(cfg: Stage1Config) -> list[str]:
-    return read_classes_file(cfg.classes) if cfg.classes else infer_classes(cfg.train_manifest)
-
-
 def _check_videos_exist(manifest: Manifest) -> None:
-    missing = [e.path for e in manifest.entries if not os.path.exists(e.path)]
+    """A CSV whose videos are all missing is a wrong --root, not a few bad files."""
+    missing = [e.path for e in manifest.entries if isinstance(e.path, Path) and not os.path.exists(e.path)]
     if len(missing) == len(manifest):
         raise SfaError(f"none of the {len(manifest)} videos of {manifest.source} exist (first: {missing[0]}); check --root")
     if missing:
@@ -149,9 +148,10 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     """Train, evaluate every epoch, and write the run directory. Returns the last metrics."""
     cfg.validate()
     # Everything that can reject the input runs before the output folder is touched.
-    classes = _classes(cfg)
-    train_m = read_manifest(cfg.train_manifest, classes, cfg.root, cfg.train_split)
-    val_m = read_manifest(cfg.val_manifest, classes, cfg.root, cfg.val_split) if cfg.val_manifest else None
+    train_m = read_input(cfg.train_manifest, read_classes_file(cfg.classes) if cfg.classes else None, cfg.root,
+                         cfg.train_split)
+    classes = train_m.classes
+    val_m = read_input(cfg.val_manifest, classes, cfg.root, cfg.val_split) if cfg.val_manifest else None
     for m in (train_m, val_m):
         if m is not None:
             _check_videos_exist(m)
@@ -171,6 +171,10 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     s = model.cfg.spatial
     aug = AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob)
     failures = out / rd.FAILURES_FILE
+    if info.is_main and not resuming:  # samples a WebDataset / HDF5 index left out
+        for m in (train_m, val_m):
+            for skipped in (m.skipped if m is not None else []):
+                record_failure(failures, row=-1, **skipped)
     train_ds = VideoClipDataset(train_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, True, cfg.backend, aug), cfg.seed, failures)
     train_sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
     train_loader = make_loader(train_ds, train_sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)

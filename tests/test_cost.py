@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from sfa_cache.cli.main import cli
 from sfa_cache.cost.memory_model import estimate_step_memory, saved_activation_bytes
-from sfa_cache.cost.plan import largest_fitting, measure_step_memory, parse_size
+from sfa_cache.cost.plan import largest_fitting, measure_step_memory
+from sfa_cache.report import parse_size
 from sfa_cache.cost.regimes import TrainStep, build_regime_model, regime_config, regime_forward, regime_input
 from sfa_cache.errors import SfaError
 from sfa_cache.train.loop import autocast
@@ -129,7 +130,7 @@ def test_plan_command_estimates_without_a_gpu(monkeypatch):
         return estimate_step_memory("baseline", regime_config(TINY_BACKBONE, frames, image_size=64)).total
 
     assert est(base["max_frames"]) == base["peak_bytes"] <= 2**30 < est(base["max_frames"] + 8)
-    for bad, message in ((["--budget", "12XB"], "cannot read memory size"), (["--backbone", "nope"], "unknown backbone")):
+    for bad, message in ((["--budget", "12XB"], "cannot read size"), (["--backbone", "nope"], "unknown backbone")):
         r = CliRunner().invoke(cli, ["plan", *bad])
         assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
 

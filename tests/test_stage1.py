@@ -158,9 +158,15 @@ def test_cli_bad_input_is_one_line_and_creates_nothing(synthetic: Path, tmp_path
     assert not out.exists()
 
 
-def test_cli_missing_manifest(tmp_path: Path) -> None:
-    result = _run(["stage1", "--train-manifest", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "does not exist" in result.output and "Traceback" not in result.output
+@pytest.mark.parametrize("flag, name, match", [
+    ("--train-manifest", "nope.csv", "manifest not found"),
+    ("--train-wds", "nope-{000..009}.tar", "no tar shard matches"),
+    ("--train-h5", "nope.h5", "cannot open HDF5 file"),
+])
+def test_cli_missing_input(tmp_path: Path, flag: str, name: str, match: str) -> None:
+    result = _run(["stage1", flag, str(tmp_path / name), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and match in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_cli_refuses_to_overwrite_a_run_and_resumes_only_the_same_run(synthetic: Path, tmp_path: Path) -> None:

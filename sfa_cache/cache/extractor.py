@@ -101,7 +101,7 @@ class ShardExtractor:
 
     def run(self, shards: Sequence[ShardPlan], entries: Sequence[ManifestEntry]) -> ExtractStats:
         """Extract `shards` (global clip ranges into `entries`); each ends with its marker."""
-        jobs = [ClipJob(entries[i].row, str(entries[i].path), self.spec, self.cfg.backend, self.transport)
+        jobs = [ClipJob(entries[i].row, entries[i].path, self.spec, self.cfg.backend, self.transport)
                 for s in shards for i in range(s.start, s.stop)]
         pool = DecodePool(decode_views, workers=self.cfg.workers, timeout=self.cfg.decode_timeout,
                           preload=["sfa_cache.cache.views"])

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from sfa_cache.video.locations import VideoLocation
 from sfa_cache.video.reader import open_video, read_index_sets
 from sfa_cache.video.sampling import uniform_indices
 from sfa_cache.video.transforms import AugmentConfig, eval_crops, train_transform
@@ -48,7 +49,7 @@ class ClipJob:
     """One clip to decode: where it comes from and how its views are made."""
 
     row: int  # manifest row (seeds the train views)
-    path: str
+    path: VideoLocation  # a file, a tar member or an HDF5 dataset
     spec: ViewSpec
     backend: str = "decord"
     dtype: torch.dtype = torch.float32  # transport dtype of the frames

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import math
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -16,21 +15,6 @@ import torch
 from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.cost.regimes import REGIMES, TrainStep, regime_config
 from sfa_cache.errors import SfaError
-
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-          "t": 10**12, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """'12GiB', '12 GB', '800MiB', '1.5g' -> bytes (GB = 10^9, GiB = 2^30)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
-    if not m or m.group(2).lower() not in _UNITS:
-        raise SfaError(f"cannot read memory size {text!r}; write e.g. 12GiB, 12GB or 800MiB")
-    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if value <= 0:
-        raise SfaError(f"memory size must be positive, got {text!r}")
-    return int(value)
-
 
 def largest_fitting(peak_bytes: Callable[[int], float], budget: int, *, step: int = 8, cap: int = 4096) -> tuple[int, float]:
     """The largest multiple of `step` up to `cap` whose `peak_bytes` is within `budget`, and that peak.

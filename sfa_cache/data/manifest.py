@@ -1,4 +1,8 @@
-"""CSV manifests: `path,label[,split]`, paths relative to a root, labels as names or indices."""
+"""CSV manifests: `path,label[,split]`, paths relative to a root, labels as names or indices.
+
+`Manifest` is also what WebDataset shards and HDF5 frame files become (`inputs.py`): entries
+whose `path` is a tar member or an HDF5 dataset instead of a file.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,32 @@ import csv
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from sfa_cache.atomic import atomic_write_json
 from sfa_cache.errors import SfaError
+from sfa_cache.video.locations import VideoLocation, location_identity
 
 CLASSES_FILE = "classes.json"
 
 
 @dataclass(frozen=True)
 class ManifestEntry:
-    path: Path  # resolved against the root
+    path: VideoLocation  # a file resolved against the root, a tar member or an HDF5 dataset
     label: int  # index into the class list
-    row: int  # 0-based data row in the source CSV (the clip's id everywhere downstream)
+    row: int  # 0-based data row in the source CSV, or position in key order (the clip's id downstream)
+    key: Optional[str] = None  # the sample key of a WebDataset / HDF5 input
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One video of a WebDataset / HDF5 input, before its label is resolved against a class list."""
+
+    key: str
+    location: VideoLocation
+    label: str  # a class name or an index, as text
 
 
 @dataclass
@@ -28,6 +43,9 @@ class Manifest:
     source: Path
     entries: list[ManifestEntry]
     classes: list[str]
+    # Samples of a WebDataset / HDF5 input left out while indexing (no label, no video member,
+    # truncated shard ...): {"path", "reason"} each, recorded by the pipelines.
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -46,10 +64,23 @@ def _read_rows(csv_path: Path) -> list[dict[str, str]]:
 
 def infer_classes(csv_path: str | os.PathLike) -> list[str]:
     """Class list implied by a manifest: indices -> '0'..'N-1', names -> sorted unique names."""
-    labels = [r["label"].strip() for r in _read_rows(Path(csv_path))]
+    return classes_from_labels([r["label"].strip() for r in _read_rows(Path(csv_path))])
+
+
+def classes_from_labels(labels: Sequence[str]) -> list[str]:
+    """Indices -> '0'..'N-1' (N = the largest + 1), names -> the sorted unique names."""
     if labels and all(lab.isdigit() for lab in labels):
         return [str(i) for i in range(max(int(lab) for lab in labels) + 1)]
     return sorted(set(labels))
+
+
+def label_index(label: str, classes: Sequence[str], index: dict[str, int]) -> Optional[int]:
+    """A label written as a class name or an index -> its index, or None when it is neither."""
+    if label in index:
+        return index[label]
+    if label.isdigit() and int(label) < len(classes):
+        return int(label)
+    return None
 
 
 def read_manifest(
@@ -72,11 +103,8 @@ def read_manifest(
         if split is not None and "split" in row and row["split"].strip() != split:
             continue
         label = row["label"].strip()
-        if label in index:
-            label_id = index[label]
-        elif label.isdigit() and int(label) < len(classes):
-            label_id = int(label)
-        else:
+        label_id = label_index(label, classes, index)
+        if label_id is None:
             raise SfaError(
                 f"{csv_path} line {row_id + 2}: label {label!r} is not in the class list "
                 f"({len(classes)} classes: {', '.join(list(classes)[:5])}{' ...' if len(classes) > 5 else ''})"
@@ -89,20 +117,15 @@ def read_manifest(
 
 
 def manifest_digest(manifest: Manifest) -> str:
-    """sha256 over the class names and every clip's (row, label, absolute path, file size).
+    """sha256 over the class names and every clip's (row, label, location identity).
 
     The identity of a manifest's *content*: the same CSV pointing at another copy of the data
-    (another folder, or videos re-encoded in place) gets another digest. Missing files count
-    with size -1.
+    (another folder, or videos re-encoded in place) gets another digest. A file's identity is
+    its absolute path and size (-1 when missing); see `video/locations.py` for the others.
     """
     h = hashlib.sha256(json.dumps(manifest.classes).encode())
     for e in manifest.entries:
-        path = os.path.abspath(e.path)
-        try:
-            size = os.path.getsize(path)
-        except OSError:
-            size = -1
-        h.update(f"\n{e.row}|{e.label}|{path}|{size}".encode())
+        h.update(f"\n{e.row}|{e.label}|{location_identity(e.path)}".encode())
     return "sha256:" + h.hexdigest()
 
 

@@ -4,16 +4,23 @@ Both return RGB uint8 frames `[T, H, W, 3]` for requested frame indices. Indices
 frame are clamped to it (containers sometimes report more frames than decode). The decoders are
 imported lazily so that merely importing this module in a DataLoader parent process does not
 initialise decord / FFmpeg before workers fork (see ARCHITECTURE.md, field pitfalls).
+
+Both decode a file or bytes in memory (a WebDataset tar member: no temp-file round trip).
+Frames stored in HDF5 need no decoder and have their own reader (`h5_reader.py`).
 """
 
 from __future__ import annotations
 
+import io
 import os
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 
 from sfa_cache.errors import VideoReadError
+from sfa_cache.video.locations import H5Video, TarMember, VideoLocation
+
+Source = Union[str, bytes]  # a file path, or a whole encoded video in memory
 
 BACKENDS = ("decord", "pyav")
 
@@ -37,20 +44,45 @@ def _check_file(path: str) -> None:
         raise VideoReadError(path, "empty file (0 bytes)")
 
 
+def _check_bytes(name: str, data: bytes) -> None:
+    """A cheap PyAV probe before decord sees in-memory bytes: decord logs an unreadable buffer's
+    *content* as its file name, which would pour megabytes of binary onto the terminal."""
+    import av
+
+    if not data:
+        raise VideoReadError(name, "empty member (0 bytes)")
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            if not container.streams.video:
+                raise VideoReadError(name, "no video stream")
+    except VideoReadError:
+        raise
+    except Exception as e:  # av.error.FFmpegError and friends; strerror drops the errno and '<none>' name
+        raise VideoReadError(name, getattr(e, "strerror", None) or _first_line(e)) from None
+
+
 def _clamp(indices: Sequence[int], num_frames: int) -> np.ndarray:
     return np.clip(np.asarray(indices, dtype=np.int64), 0, num_frames - 1)
 
 
 class DecordReader:
-    """decord.VideoReader on the CPU, single-threaded (parallelism comes from data workers)."""
+    """decord.VideoReader on the CPU, single-threaded (parallelism comes from data workers).
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = str(path)
-        _check_file(self.path)
+    `source`: a path, or the encoded video's bytes (then `name` names it in errors).
+    """
+
+    def __init__(self, source: Source | os.PathLike, name: str = "") -> None:
         import decord
 
+        if isinstance(source, bytes):
+            self.path = name or "<bytes>"
+            _check_bytes(self.path, source)
+            target: object = io.BytesIO(source)
+        else:
+            self.path = target = str(source)
+            _check_file(self.path)
         try:
-            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=1)
+            self._vr = decord.VideoReader(target, ctx=decord.cpu(0), num_threads=1)
             self.num_frames = len(self._vr)
         except Exception as e:  # decord raises DECORDError / RuntimeError with FFmpeg's message
             raise VideoReadError(self.path, _first_line(e)) from None
@@ -66,15 +98,22 @@ class DecordReader:
 
 
 class PyAVReader:
-    """PyAV decoding from the start of the stream (exact frame positions, no seek errors on VFR)."""
+    """PyAV decoding from the start of the stream (exact frame positions, no seek errors on VFR).
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = str(path)
-        _check_file(self.path)
-        import av
+    `source`: a path, or the encoded video's bytes (then `name` names it in errors).
+    """
 
+    def __init__(self, source: Source | os.PathLike, name: str = "") -> None:
+        if isinstance(source, bytes):
+            self.path = name or "<bytes>"
+            if not source:
+                raise VideoReadError(self.path, "empty member (0 bytes)")
+        else:
+            self.path = str(source)
+            _check_file(self.path)
+        self._source = source
         try:
-            with av.open(self.path) as container:
+            with self._open() as container:
                 if not container.streams.video:
                     raise VideoReadError(self.path, "no video stream")
                 stream = container.streams.video[0]
@@ -90,15 +129,20 @@ class PyAVReader:
         if self.num_frames < 1:
             raise VideoReadError(self.path, "no decodable video frames")
 
-    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
+    def _open(self) -> Any:
+        """A fresh av.InputContainer on the source (bytes get a new stream each time)."""
         import av
 
+        source = self._source
+        return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
+
+    def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         wanted = _clamp(indices, self.num_frames)
         last = int(wanted.max())
         frames: dict[int, np.ndarray] = {}
         keep = set(wanted.tolist())
         try:
-            with av.open(self.path) as container:
+            with self._open() as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for i, frame in enumerate(container.decode(stream)):
@@ -117,13 +161,26 @@ class PyAVReader:
         return np.stack([frames[i] for i in self.last_indices.tolist()])
 
 
-def open_video(path: str | os.PathLike, backend: str = "decord") -> VideoReader:
-    """Open `path` with the named backend; raises VideoReadError for unreadable files."""
-    if backend == "decord":
-        return DecordReader(path)
-    if backend == "pyav":
-        return PyAVReader(path)
-    raise ValueError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+def open_video(location: VideoLocation | str, backend: str = "decord") -> VideoReader:
+    """Open a video file, tar member or HDF5 frame store; raises VideoReadError when unreadable.
+
+    `backend` picks the decoder of encoded video (files and tar members); HDF5 frames need none.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if isinstance(location, H5Video):
+        from sfa_cache.video.h5_reader import H5FrameReader
+
+        return H5FrameReader(location)
+    source: Source | os.PathLike = location
+    name = ""
+    if isinstance(location, TarMember):
+        name = str(location)
+        try:
+            source = location.read()
+        except OSError as e:
+            raise VideoReadError(name, f"cannot read the tar member: {e}") from None
+    return DecordReader(source, name) if backend == "decord" else PyAVReader(source, name)
 
 
 def read_index_sets(reader: VideoReader, index_sets: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,0 +1,134 @@
+"""WebDataset shards as input: index local tar shards once, then read each video by offset.
+
+A sample is the group of members sharing a key (WebDataset's rule: the member name up to the
+first dot of its base name): `<key>.mp4` (or .webm / .mkv / .avi / .mov / .m4v) and a label in
+`<key>.cls` (a class index, as text) or `<key>.json` (`{"label": name or index}`; .cls wins).
+
+Why an index instead of a streaming pipeline: one pass over the tar headers (the data is
+skipped by seeking) gives every sample's offset, so a shard pattern becomes an ordinary
+`Manifest`. Then the cache's clip order is the sorted sample keys (deterministic, so resume
+and torchrun extraction work), and training gets the same `EpochSampler` as a CSV: rank-strided
+and padded so every rank runs the same number of batches (DDP never hangs on uneven shards),
+with DataLoader workers taking whole batches. The cost: shards must be local (or mounted)
+uncompressed tars; `pipe:` / `http` URLs are refused.
+
+Broken input never stops a run: a sample without a video or a readable label, a member cut
+off by a truncated shard, or a file that is not a tar is left out and listed in
+`Manifest.skipped`; a video member that will not decode fails when it is read, like a broken
+file in a CSV, and is recorded and skipped there.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import tarfile
+from typing import Any, Optional
+
+from sfa_cache.data.converters import VIDEO_EXTENSIONS as _SUFFIXES
+from sfa_cache.data.manifest import CLASSES_FILE, Sample, read_classes_file
+from sfa_cache.errors import SfaError
+from sfa_cache.video.locations import TarMember
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = tuple(s.lstrip(".") for s in _SUFFIXES)  # mp4 webm mkv avi mov m4v
+LABEL_EXTENSIONS = ("cls", "json")
+
+
+def expand_shards(pattern: str) -> list[str]:
+    """'shards/train-{000000..000099}.tar' (braces, '::' lists, globs) -> the existing shard files."""
+    from webdataset.shardlists import expand_urls  # WebDataset's own expansion rules
+
+    if "://" in pattern or pattern.startswith("pipe:"):
+        raise SfaError(f"{pattern}: only local (or mounted) tar shards can be read; copy them to disk first")
+    paths: list[str] = []
+    for url in expand_urls(pattern):
+        paths.extend(sorted(glob.glob(url)) if glob.has_magic(url) else [url])
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if not paths or len(missing) == len(paths):
+        raise SfaError(f"no tar shard matches {pattern}" + (f" (first expected: {missing[0]})" if missing else ""))
+    if missing:
+        raise SfaError(f"{len(missing)} of the {len(paths)} shards of {pattern} are missing (first: {missing[0]})")
+    return paths
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """'dir/vid.001.mp4' -> ('dir/vid', '001.mp4'): WebDataset's key / extension split."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def parse_label(ext: str, data: bytes) -> str:
+    """The label text of a .cls or .json member. Raises ValueError when there is none."""
+    if ext == "cls":
+        text = data.decode("utf-8").strip()
+        if not text.isdigit():
+            raise ValueError(f".cls must hold a class index, got {text[:40]!r}")
+        return text
+    value = json.loads(data)
+    label = value.get("label") if isinstance(value, dict) else None
+    if isinstance(label, bool) or not isinstance(label, (int, str)) or str(label).strip() == "":
+        raise ValueError('.json has no "label" (a class name or index)')
+    return str(label).strip()
+
+
+def scan_shard(path: str) -> tuple[list[Sample], list[dict[str, Any]]]:
+    """Index one tar shard -> (its samples, the problems found: {"path", "reason"})."""
+    members: dict[str, dict[str, tarfile.TarInfo]] = {}
+    labels: dict[str, str] = {}
+    problems: list[dict[str, Any]] = []
+    size = os.path.getsize(path)
+    try:
+        with tarfile.open(path, "r:") as tar:  # "r:": uncompressed only; members are read by offset
+            for m in tar:
+                if not m.isfile():
+                    continue
+                if m.offset_data + m.size > size:
+                    problems.append({"path": f"{path}:{m.name}", "reason": "member cut off (truncated shard)"})
+                    continue
+                key, ext = split_key(m.name)
+                members.setdefault(key, {})[ext] = m
+                if ext in LABEL_EXTENSIONS and not (ext == "json" and key in labels):
+                    reader = tar.extractfile(m)
+                    try:
+                        labels[key] = parse_label(ext, reader.read() if reader else b"")
+                    except (ValueError, UnicodeDecodeError) as e:
+                        problems.append({"path": f"{path}:{m.name}", "reason": f"unreadable label: {e}"})
+    except (tarfile.TarError, EOFError, OSError) as e:
+        reason = "not an uncompressed tar file" if not members else f"shard truncated or corrupt after {len(members)} samples"
+        problems.append({"path": path, "reason": f"{reason} ({str(e).splitlines()[0][:120]})"})
+    samples = []
+    for key, parts in members.items():
+        video = next((ext for ext in VIDEO_EXTENSIONS if ext in parts), None)
+        where = f"{path}:{key}"
+        if video is None:
+            problems.append({"path": where, "reason": f"no video member (.{' / .'.join(VIDEO_EXTENSIONS)})"})
+        elif key not in labels:
+            if not any(p["path"].startswith(where + ".") for p in problems):  # an unreadable label is already listed
+                problems.append({"path": where, "reason": "no label member (.cls or .json)"})
+        else:
+            m = parts[video]
+            samples.append(Sample(key, TarMember(path, m.name, m.offset_data, m.size), labels[key]))
+    return samples, problems
+
+
+def index_shards(pattern: str) -> tuple[list[Sample], Optional[list[str]], list[dict[str, Any]]]:
+    """All samples of the shards of `pattern`, the class list stored beside them (the
+    `classes.json` that `pack-wds` writes) if any, and the problems found."""
+    shards = expand_shards(pattern)
+    samples: list[Sample] = []
+    problems: list[dict[str, Any]] = []
+    for shard in shards:
+        found, issues = scan_shard(shard)
+        samples.extend(found)
+        problems.extend(issues)
+    for p in problems:
+        log.warning("skipping %s: %s", p["path"], p["reason"])
+    classes_file = os.path.join(os.path.dirname(shards[0]), CLASSES_FILE)
+    classes = read_classes_file(classes_file) if os.path.isfile(classes_file) else None
+    log.info("indexed %d samples in %d shard(s) of %s", len(samples), len(shards), pattern)
+    return samples, classes, problems
