@@ -72,6 +72,7 @@ def test_wds_read_equals_folder_read(packed: str, synthetic: Path) -> None:
     csv = read_input(str(synthetic / "train.csv"))
     shards = read_input(packed)
     assert len(list(Path(packed).parent.glob("*.tar"))) > 5  # really spread over shards
+    assert read_input(packed).entries == shards.entries  # again, from the saved shard indexes
     assert shards.classes == csv.classes  # from the classes.json pack-wds wrote
     assert [e.label for e in shards.entries] == [e.label for e in csv.entries]
     assert [e.row for e in shards.entries] == [e.row for e in csv.entries]  # keys sort in manifest order
@@ -159,6 +160,14 @@ def test_broken_tar_members_are_recorded_and_skipped(broken_shards: str, tmp_pat
     assert [(f["row"], f["path"].endswith("s-0.tar:b_garbage.mp4")) for f in read_failures(log)] == [(1, True)]
     with pytest.raises(SfaError, match="not in the class list"):
         read_input(broken_shards, ["move_left", "still"])  # 'move_right' of f_json is unknown
+    # The second read comes from the index saved beside each shard, and equals the first;
+    # a shard rewritten since is indexed again.
+    folder = Path(broken_shards).parent
+    assert sorted(p.name for p in folder.glob(".*.sfa-index.json")) == [f".s-{i}.tar.sfa-index.json" for i in range(3)]
+    again = read_input(broken_shards, classes)
+    assert again.entries == m.entries and again.skipped == m.skipped
+    _tar(folder / "s-0.tar", [("a_good.mp4", b"x" * 10), ("a_good.cls", b"2")])
+    assert [(e.key, e.label) for e in read_input(broken_shards, classes).entries] == [("a_good", 2), ("g_good", 2)]
 
 
 def test_wds_errors_are_one_line(tmp_path: Path) -> None:
