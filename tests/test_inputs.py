@@ -329,6 +329,13 @@ def test_stage1_trains_on_shards_and_evaluates_on_h5(packed: str, decoded_val, t
     epoch = [rec for rec in records if rec["kind"] == "epoch"][-1]
     assert (epoch["val_clips"], epoch["val_dropped"]) == (len(decoded_val), 0)
     assert (out / "model.safetensors").is_file() and os.path.getsize(out / "model.safetensors") > 0
+    # evaluate takes the same inputs; its predictions name each clip by its location.
+    r = CliRunner().invoke(cli, ["evaluate", "--run", str(out), "--wds", packed, "--num-workers", "0", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    metrics = json.loads((out / "eval" / "train-1x1" / "metrics.json").read_text())
+    assert (metrics["videos"], metrics["failed"]) == (28, 0)
+    predictions = (out / "eval" / "train-1x1" / "predictions.csv").read_text().splitlines()
+    assert predictions[1].split(",")[1].endswith("train-000000.tar:00000000-000000.mp4")
 
 
 def test_torchrun_extraction_from_wds_equals_one_process_from_csv(tiny_run: Path, synthetic: Path, packed: str,
