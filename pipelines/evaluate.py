@@ -18,8 +18,9 @@ import torch
 from tqdm import tqdm
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
-from sfa_cache.data.loaders import make_loader, resolve_device
+from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import input_name, read_input
+from sfa_cache.data.loaders import make_loader, resolve_device
 from sfa_cache.data.video_dataset import (EpochSampler, MultiViewClipDataset, MultiViewSpec, collate_items_skip_failed,
                                          multi_view_clip)
 from sfa_cache.errors import SfaError, VideoReadError
@@ -97,6 +98,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     out = Path(cfg.out) if cfg.out else Path(cfg.run) / "eval" / name
     out.mkdir(parents=True, exist_ok=True)
     (out / FAILURES_FILE).unlink(missing_ok=True)
+    for skipped in manifest.skipped:  # left out while indexing shards / an HDF5 file: failed too
+        record_failure(out / FAILURES_FILE, row=-1, **skipped)
     dataset = MultiViewClipDataset(manifest, _spec(model, cfg.clips, cfg.crops, cfg.backend), out / FAILURES_FILE)
     loader = make_loader(dataset, EpochSampler(len(dataset), shuffle=False), batch_size=cfg.batch_size,
                          num_workers=cfg.num_workers, device=device, collate_fn=collate_items_skip_failed)
@@ -115,7 +118,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     confusion = confusion_matrix(logits.argmax(dim=-1), labels, len(classes))
     metrics = {
         "run": str(cfg.run), "manifest": str(cfg.manifest), "clips": cfg.clips, "crops": cfg.crops,
-        "frames": model.temporal.num_frames, "videos": len(labels), "failed": dropped,
+        "frames": model.temporal.num_frames, "videos": len(labels), "failed": dropped + len(manifest.skipped),
         "top1": 100.0 * hits[1] / len(labels), "top5": 100.0 * hits[5] / len(labels),
         "per_class_top1": dict(zip(classes, per_class_accuracy(confusion))),
     }

@@ -152,6 +152,10 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
                          cfg.train_split)
     classes = train_m.classes
     val_m = read_input(cfg.val_manifest, classes, cfg.root, cfg.val_split) if cfg.val_manifest else None
+    if val_m is not None and {e.path for e in val_m.entries} == {e.path for e in train_m.entries}:
+        log.warning("the validation input holds exactly the %d training videos: validation measures fit, not "
+                    "generalisation (for a CSV split column or an HDF5 file's split groups, check --train-split / "
+                    "--val-split)", len(train_m))
     for m in (train_m, val_m):
         if m is not None:
             _check_videos_exist(m)

@@ -22,11 +22,12 @@ from sfa_cache.cache.verify import verify_cache
 from sfa_cache.cli.main import cli
 from sfa_cache.data.failures import read_failures
 from sfa_cache.data.inputs import input_kind, input_name, read_input
-from sfa_cache.data.manifest import infer_classes, read_manifest
+from sfa_cache.data.manifest import infer_classes, manifest_digest, read_manifest
 from sfa_cache.data.pack_wds import pack_wds
 from sfa_cache.data.video_dataset import ClipSpec, VideoClipDataset
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.extract import ExtractConfig, run_extract
+from sfa_cache.video.h5_reader import close_h5_files
 from sfa_cache.video.reader import open_video
 from sfa_cache.video.transforms import AugmentConfig
 
@@ -60,6 +61,7 @@ def test_input_kinds_and_names() -> None:
     assert input_kind("frames.h5") == "h5" and input_kind("frames.hdf5") == "h5"
     assert input_name("shards/train-{000000..000099}.tar") == "train"
     assert input_name("data/val.csv") == "val" and input_name("/x/frames.h5") == "frames"
+    assert input_name("k400.train.csv") == "k400.train"  # a CSV's stem, as caches were always named
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +112,13 @@ def test_pack_wds_shards_are_bounded_atomic_and_resumable(synthetic: Path, tmp_p
     assert len(read_input(first.pattern)) == 9
     with pytest.raises(SfaError, match="holds shards of another pack"):
         pack_wds(manifest, out, 2 * SHARD_SIZE, prefix="part", progress=False)
+    # Packed with its own class list (a subset), read against the full list: labels go by name.
+    few = tmp_path / "few.csv"
+    few.write_text("\n".join(manifest_path.read_text().splitlines()[:4]) + "\n")
+    subset = read_manifest(few, infer_classes(few))
+    assert len(subset.classes) == 3
+    other = pack_wds(subset, tmp_path / "subset", SHARD_SIZE, prefix="part", progress=False)
+    assert [e.label for e in read_input(other.pattern, manifest.classes).entries] == [e.label for e in manifest.entries[:3]]
 
 
 def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
@@ -138,36 +147,44 @@ def broken_shards(videos, tmp_path: Path) -> str:
     cut = whole.index(textured[:64]) + 100  # in the middle of h_cut.mp4's data
     (tmp_path / "s-1.tar").write_bytes(whole[:cut])
     (tmp_path / "s-2.tar").write_bytes(b"this is not a tar file" * 50)
-    return str(tmp_path / "s-{0..2}.tar")
+    _tar(tmp_path / "s-3.tar", [("i_good.mp4", good), ("i_good.cls", b"0"), ("j_lost.mp4", good), ("j_lost.cls", b"0")])
+    with tarfile.open(tmp_path / "s-3.tar") as tar:
+        offset = tar.getmember("j_lost.mp4").offset
+    with open(tmp_path / "s-3.tar", "r+b") as f:  # a corrupt header mid-shard: tarfile stops silently there
+        f.seek(offset)
+        f.write(b"\xff" * 512)
+    return str(tmp_path / "s-{0..3}.tar")
 
 
 def test_broken_tar_members_are_recorded_and_skipped(broken_shards: str, tmp_path: Path) -> None:
     classes = ["move_left", "move_right", "still"]
     m = read_input(broken_shards, classes)
-    assert [e.key for e in m.entries] == ["a_good", "b_garbage", "f_json", "g_good"]
-    assert [e.label for e in m.entries] == [0, 1, 1, 2]  # .json labels by name
+    assert [e.key for e in m.entries] == ["a_good", "b_garbage", "f_json", "g_good", "i_good"]
+    assert [e.label for e in m.entries] == [0, 1, 1, 2, 0]  # .json labels by name
     reasons = {Path(s["path"]).name: s["reason"] for s in m.skipped}
     assert "no label" in reasons["s-0.tar:c_nolabel"]
-    assert "unreadable label" in reasons["s-0.tar:d_badlabel.cls"] and "s-0.tar:d_badlabel" not in reasons
+    assert "unreadable label in .cls" in reasons["s-0.tar:d_badlabel"]
     assert "no video member" in reasons["s-0.tar:e_novideo"]
     assert "cut off" in reasons["s-1.tar:h_cut.mp4"]
     assert "not an uncompressed tar" in reasons["s-2.tar"]
+    assert "corrupt tar header" in reasons["s-3.tar"] and "after 1 samples" in reasons["s-3.tar"]
     # A video member that does not decode is recorded and skipped when read, like a broken file.
     log = tmp_path / "failures.jsonl"
     ds = VideoClipDataset(m, _spec(False), failure_log=log)
     items = [ds[i] for i in range(len(m))]
-    assert items[1] is None and all(items[i] is not None for i in (0, 2, 3))
+    assert items[1] is None and all(items[i] is not None for i in (0, 2, 3, 4))
     assert [(f["row"], f["path"].endswith("s-0.tar:b_garbage.mp4")) for f in read_failures(log)] == [(1, True)]
     with pytest.raises(SfaError, match="not in the class list"):
         read_input(broken_shards, ["move_left", "still"])  # 'move_right' of f_json is unknown
     # The second read comes from the index saved beside each shard, and equals the first;
     # a shard rewritten since is indexed again.
     folder = Path(broken_shards).parent
-    assert sorted(p.name for p in folder.glob(".*.sfa-index.json")) == [f".s-{i}.tar.sfa-index.json" for i in range(3)]
+    assert sorted(p.name for p in folder.glob(".*.sfa-index.json")) == [f".s-{i}.tar.sfa-index.json" for i in range(4)]
     again = read_input(broken_shards, classes)
     assert again.entries == m.entries and again.skipped == m.skipped
     _tar(folder / "s-0.tar", [("a_good.mp4", b"x" * 10), ("a_good.cls", b"2")])
-    assert [(e.key, e.label) for e in read_input(broken_shards, classes).entries] == [("a_good", 2), ("g_good", 2)]
+    assert [(e.key, e.label) for e in read_input(broken_shards, classes).entries] == [("a_good", 2), ("g_good", 2),
+                                                                                       ("i_good", 0)]
 
 
 def test_wds_errors_are_one_line(tmp_path: Path) -> None:
@@ -178,6 +195,13 @@ def test_wds_errors_are_one_line(tmp_path: Path) -> None:
     (tmp_path / "t-0.tar").write_bytes(b"junk" * 200)
     with pytest.raises(SfaError, match="no usable samples .*not an uncompressed tar"):
         read_input(str(tmp_path / "t-0.tar"))
+    with pytest.raises(SfaError, match="cannot expand the shard pattern"):
+        read_input(str(tmp_path / "t-{0..3.tar"))
+    with pytest.raises(SfaError, match="compressed shards cannot be read by offset"):
+        read_input(str(tmp_path / "t-{0..3}.tar.gz"))
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(SfaError, match="not a text CSV manifest"):
+        read_input(str(tmp_path / "binary.csv"))
 
 
 def _extract_cfg(run: Path, source: str, root: Path, **over) -> ExtractConfig:
@@ -220,14 +244,14 @@ def test_extract_from_broken_shards_records_and_skips(tiny_run: Path, broken_sha
                                  "--cache-root", str(tmp_path / "c"), "--frames", "4", "--num-workers", "1", "--no-progress"])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout.splitlines()[-1])
-    assert (summary["clips"], summary["valid"], summary["failed"]) == (4, 3, 1)
+    assert (summary["clips"], summary["valid"], summary["failed"]) == (5, 4, 1)
     cache_dir = Path(summary["cache"])
     arrays = _cache_arrays(cache_dir)
-    np.testing.assert_array_equal(arrays["valid"], [True, False, True, True])
+    np.testing.assert_array_equal(arrays["valid"], [True, False, True, True, True])
     assert np.isnan(arrays["features"][1]).all()
     skipped = layout.read_cache_index(cache_dir)["manifest"]["skipped"]
-    # no label, bad label, no video, the cut-off member and its shard, not a tar
-    assert len(skipped) == 6 and sum("truncated" in s["reason"] for s in skipped) == 2
+    # no label, bad label, no video, the cut-off member and its shard, not a tar, a corrupt header
+    assert len(skipped) == 7 and sum("truncated" in s["reason"] for s in skipped) == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,9 +335,15 @@ def test_h5_jpeg_frames_splits_and_broken_videos(decoded_val, tmp_path: Path) ->
     assert 0 < (jpeg - raw).abs().mean() < 0.05  # lossy JPEG: close to the raw frames, not equal
     log = tmp_path / "failures.jsonl"
     assert VideoClipDataset(train, _spec(False, frames=3), failure_log=log)[4] is None  # the undecodable frame
-    assert "cannot read frames" in read_failures(log)[0]["reason"]
+    assert "frame 1 is not a decodable JPEG/PNG image" in read_failures(log)[0]["reason"]
     with pytest.raises(SfaError, match="cannot open HDF5 file"):
         read_input(str(tmp_path / "missing.h5"))
+    # Frames rewritten in place (same shapes, same storage size): the manifest's digest changes.
+    before = manifest_digest(val)
+    close_h5_files()  # this process holds the file open for reading
+    with h5py.File(path, "a") as f:
+        f[f"val/{decoded_val[4][0]}"][0] = 255 - decoded_val[4][1][0]
+    assert manifest_digest(read_input(str(path), split="val")) != before
 
 
 def test_stage1_trains_on_shards_and_evaluates_on_h5(packed: str, decoded_val, tmp_path: Path) -> None:

@@ -29,10 +29,20 @@ log = logging.getLogger(__name__)
 
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
-        return value.decode("utf-8")
+        return value.decode("utf-8", errors="replace")
     if isinstance(value, np.ndarray) and value.size == 1:
         return _text(value.item())
     return str(value.item() if isinstance(value, np.generic) else value).strip()
+
+
+def _classes(path: str, value: Any) -> list[str]:
+    """The file's `classes` attribute: a list of unique names."""
+    if isinstance(value, (str, bytes)) or np.ndim(value) != 1:
+        raise SfaError(f"{path}: the 'classes' attribute must be a list of class names, got {value!r:.80}")
+    classes = [_text(c) for c in value]
+    if len(set(classes)) != len(classes):
+        raise SfaError(f"{path}: the 'classes' attribute has duplicate names")
+    return classes
 
 
 def index_h5(path: str, split: Optional[str] = None) -> tuple[list[Sample], Optional[list[str]], list[dict[str, Any]]]:
@@ -50,7 +60,9 @@ def index_h5(path: str, split: Optional[str] = None) -> tuple[list[Sample], Opti
     problems: list[dict[str, Any]] = []
     with f:
         root = f[split] if split and isinstance(f.get(split), h5py.Group) else f
-        classes = [_text(c) for c in f.attrs["classes"]] if "classes" in f.attrs else None
+        if split and root is f:
+            log.info("%s has no top-level group %r: reading the whole file", path, split)
+        classes = _classes(path, f.attrs["classes"]) if "classes" in f.attrs else None
 
         def visit(name: str, obj: Any) -> None:
             if not isinstance(obj, h5py.Dataset):
@@ -64,8 +76,7 @@ def index_h5(path: str, split: Optional[str] = None) -> tuple[list[Sample], Opti
                 problems.append({"path": where, "reason": problem})
                 return
             key = holder.name.lstrip("/")
-            samples.append(Sample(key, H5Video(path, obj.name, int(obj.shape[0]), int(obj.id.get_storage_size())),
-                                  _text(holder.attrs["label"])))
+            samples.append(Sample(key, H5Video(path, obj.name), _text(holder.attrs["label"])))
 
         root.visititems(visit)
     for p in problems:

@@ -29,8 +29,9 @@ INPUT_HELP = "a CSV manifest, WebDataset shards ('shards/train-{000000..000099}.
 
 
 def input_kind(source: str) -> str:
-    """'wds' for tar shard patterns, 'h5' for HDF5 files, 'csv' for anything else."""
-    if re.search(r"\.tar(\}|$)", source.lower()):
+    """'wds' for tar shard patterns (compressed ones too, to refuse them clearly), 'h5' for HDF5
+    files, 'csv' for anything else."""
+    if re.search(r"\.(tar(\.(gz|bz2|xz|zst))?|tgz)(\}|$)", source.lower()):
         return "wds"
     if Path(source).suffix.lower() in H5_SUFFIXES:
         return "h5"
@@ -38,9 +39,13 @@ def input_kind(source: str) -> str:
 
 
 def input_name(source: str) -> str:
-    """A short name for folder names: 'train.csv' / 'shards/train-{000000..000099}.tar' -> 'train'."""
+    """A short name for folder names: the file's stem ('k400.train.csv' -> 'k400.train', as
+    caches have always been named), and for shards the pattern's stem without the brace
+    part ('shards/train-{000000..000099}.tar' -> 'train')."""
+    if input_kind(source) != "wds":
+        return Path(source).stem
     stem = Path(re.sub(r"\{[^}]*\}", "", source)).name.split(".")[0]
-    return stem.strip("-_") or "input"
+    return stem.strip("-_") or "shards"
 
 
 def read_input(source: str, classes: Optional[Sequence[str]] = None, root: Optional[str | os.PathLike] = None,

@@ -54,12 +54,16 @@ class Manifest:
 def _read_rows(csv_path: Path) -> list[dict[str, str]]:
     if not csv_path.is_file():
         raise SfaError(f"manifest not found: {csv_path}")
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        if "path" not in fields or "label" not in fields:
-            raise SfaError(f"{csv_path}: header must have 'path' and 'label' columns, found {fields}")
-        return list(reader)
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            fields = reader.fieldnames or []
+            if "path" not in fields or "label" not in fields:
+                raise SfaError(f"{csv_path}: header must have 'path' and 'label' columns, found {fields}")
+            return list(reader)
+    except UnicodeDecodeError:
+        raise SfaError(f"{csv_path} is not a text CSV manifest (WebDataset shard patterns end in .tar, "
+                       f"HDF5 files in .h5 or .hdf5)") from None
 
 
 def infer_classes(csv_path: str | os.PathLike) -> list[str]:

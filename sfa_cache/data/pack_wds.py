@@ -86,9 +86,16 @@ def _write_shard(path: Path, entries: list[ManifestEntry], manifest: Manifest) -
     # mtime fixed: the same videos give byte-identical shards.
     with atomic_path(path) as tmp, open(tmp, "wb") as f, wds.TarWriter(f, mtime=0.0) as tar:
         for e in entries:
-            tar.write({"__key__": sample_key(e), _extension(e): Path(e.path).read_bytes(), "cls": e.label,
+            tar.write({"__key__": sample_key(e), _extension(e): _read(e), "cls": e.label,
                        "json": {"label": manifest.classes[e.label], "row": e.row,
                                 "path": os.path.relpath(e.path, Path(manifest.source).parent)}})
+
+
+def _read(entry: ManifestEntry) -> bytes:
+    try:
+        return Path(entry.path).read_bytes()
+    except OSError as e:  # vanished or unreadable since planning: the shard is not written
+        raise SfaError(f"cannot read {entry.path}: {e.strerror or e}") from None
 
 
 def _extension(entry: ManifestEntry) -> str:

@@ -25,6 +25,7 @@ import glob
 import json
 import logging
 import os
+import re
 import tarfile
 from pathlib import Path
 from typing import Any, Optional
@@ -48,7 +49,14 @@ def expand_shards(pattern: str) -> list[str]:
     if "://" in pattern or pattern.startswith("pipe:"):
         raise SfaError(f"{pattern}: only local (or mounted) tar shards can be read; copy them to disk first")
     paths: list[str] = []
-    for url in expand_urls(pattern):
+    try:
+        urls = expand_urls(pattern)
+    except ValueError as e:  # braceexpand.UnbalancedBracesError
+        raise SfaError(f"cannot expand the shard pattern {pattern!r}: {e}") from None
+    if re.search(r"\.(tar\.gz|tgz|tar\.bz2|tar\.xz|tar\.zst)\b", pattern):
+        raise SfaError(f"{pattern}: compressed shards cannot be read by offset; repack them as plain .tar "
+                       f"(sfa-cache pack-wds, or tar without -z)")
+    for url in urls:
         paths.extend(sorted(glob.glob(url)) if glob.has_magic(url) else [url])
     missing = [p for p in paths if not os.path.isfile(p)]
     if not paths or len(missing) == len(paths):
@@ -80,9 +88,12 @@ def parse_label(ext: str, data: bytes) -> str:
 
 
 def scan_shard(path: str) -> tuple[list[Sample], list[dict[str, Any]]]:
-    """Index one tar shard -> (its samples, the problems found: {"path", "reason"})."""
+    """Index one tar shard -> (its samples, the problems found: {"path", "reason"}).
+
+    Raises OSError when the file cannot be read at all: a state of the disk, not of the shard.
+    """
     members: dict[str, dict[str, tarfile.TarInfo]] = {}
-    labels: dict[str, str] = {}
+    label_bytes: dict[tuple[str, str], bytes] = {}
     problems: list[dict[str, Any]] = []
     size = os.path.getsize(path)
     try:
@@ -95,31 +106,57 @@ def scan_shard(path: str) -> tuple[list[Sample], list[dict[str, Any]]]:
                     continue
                 key, ext = split_key(m.name)
                 members.setdefault(key, {})[ext] = m
-                if ext in LABEL_EXTENSIONS and not (ext == "json" and key in labels):
+                if ext in LABEL_EXTENSIONS:
                     reader = tar.extractfile(m)
-                    try:
-                        labels[key] = parse_label(ext, reader.read() if reader else b"")
-                    except (ValueError, UnicodeDecodeError) as e:
-                        problems.append({"path": f"{path}:{m.name}", "reason": f"unreadable label: {e}"})
-    except (tarfile.TarError, EOFError, OSError) as e:
+                    label_bytes[key, ext] = reader.read() if reader else b""
+            # tarfile ends its iteration silently at a corrupt header past the first one.
+            if _unread_data(path, tar.offset, size):
+                problems.append({"path": path, "reason": f"corrupt tar header at byte {tar.offset}: the rest of "
+                                                         f"the shard (after {len(members)} samples) is unreadable"})
+    except (tarfile.TarError, EOFError) as e:
         reason = "not an uncompressed tar file" if not members else f"shard truncated or corrupt after {len(members)} samples"
         problems.append({"path": path, "reason": f"{reason} ({str(e).splitlines()[0][:120]})"})
     samples = []
     for key, parts in members.items():
         video = next((ext for ext in VIDEO_EXTENSIONS if ext in parts), None)
+        label, label_problem = _label(key, label_bytes)
         where = f"{path}:{key}"
         if video is None:
             problems.append({"path": where, "reason": f"no video member (.{' / .'.join(VIDEO_EXTENSIONS)})"})
-        elif key not in labels:
-            if not any(p["path"].startswith(where + ".") for p in problems):  # an unreadable label is already listed
-                problems.append({"path": where, "reason": "no label member (.cls or .json)"})
+        elif label is None:
+            problems.append({"path": where, "reason": label_problem})
         else:
             m = parts[video]
-            samples.append(Sample(key, TarMember(path, m.name, m.offset_data, m.size), labels[key]))
+            samples.append(Sample(key, TarMember(path, m.name, m.offset_data, m.size), label))
     return samples, problems
 
 
-INDEX_FORMAT = 1
+def _label(key: str, label_bytes: dict[tuple[str, str], bytes]) -> tuple[Optional[str], str]:
+    """The sample's label (.cls first, then .json), or None and why there is none."""
+    problem = "no label member (.cls or .json)"
+    for ext in LABEL_EXTENSIONS:
+        if (key, ext) in label_bytes:
+            try:
+                return parse_label(ext, label_bytes[key, ext]), ""
+            except (ValueError, UnicodeDecodeError) as e:
+                problem = f"unreadable label in .{ext}: {str(e)[:120]}"
+    return None, problem
+
+
+def _unread_data(path: str, offset: int, size: int) -> bool:
+    """True when the bytes past where tarfile stopped are more than the end-of-archive zeros."""
+    if size - offset > 64 * 1024:  # end blocks and record padding are at most ~10 KiB
+        return True
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return any(f.read())
+
+
+def _name(label: str, classes: list[str]) -> str:
+    return classes[int(label)] if label.isdigit() and int(label) < len(classes) else label
+
+
+INDEX_FORMAT = 2  # bumped whenever scan_shard's findings change
 
 
 def index_path(shard: str) -> str:
@@ -132,9 +169,12 @@ def cached_scan(shard: str) -> tuple[list[Sample], list[dict[str, Any]]]:
     the shard's size and mtime: the header pass (~0.1 ms per member in Python's tarfile, a
     minute for Kinetics-400) runs once per shard, not at every run start. A folder that cannot
     be written to just means indexing again next time."""
-    st = os.stat(shard)
-    stamp = [st.st_size, st.st_mtime_ns]
     path = index_path(shard)
+    try:
+        st = os.stat(shard)
+    except OSError as e:
+        return [], [{"path": shard, "reason": f"cannot read the shard: {e.strerror or e}"}]
+    stamp = [st.st_size, st.st_mtime_ns]
     try:
         saved = json.loads(Path(path).read_text())
         if saved["format"] == INDEX_FORMAT and saved["stamp"] == stamp:
@@ -143,7 +183,10 @@ def cached_scan(shard: str) -> tuple[list[Sample], list[dict[str, Any]]]:
             return samples, [{"path": shard + p["where"], "reason": p["reason"]} for p in saved["problems"]]
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no index yet, or an unreadable one: scan
-    samples, problems = scan_shard(shard)
+    try:
+        samples, problems = scan_shard(shard)
+    except OSError as e:  # not saved: the next run tries again
+        return [], [{"path": shard, "reason": f"cannot read the shard: {e.strerror or e}"}]
     rows = [[s.key, s.location.name, s.location.offset, s.location.size, s.label] for s in samples]
     where = [{"where": p["path"][len(shard):], "reason": p["reason"]} for p in problems]  # paths start with the shard's
     try:
@@ -167,5 +210,7 @@ def index_shards(pattern: str) -> tuple[list[Sample], Optional[list[str]], list[
         log.warning("skipping %s: %s", p["path"], p["reason"])
     classes_file = os.path.join(os.path.dirname(shards[0]), CLASSES_FILE)
     classes = read_classes_file(classes_file) if os.path.isfile(classes_file) else None
+    if classes is not None:  # indices mean this list's names: match by name against any other list
+        samples = [Sample(s.key, s.location, _name(s.label, classes)) for s in samples]
     log.info("indexed %d samples in %d shard(s) of %s", len(samples), len(shards), pattern)
     return samples, classes, problems

@@ -39,6 +39,15 @@ def h5_file(path: str) -> Any:
     return _OPEN[path][2]
 
 
+def close_h5_files() -> None:
+    """Close this process's cached handles (HDF5 refuses to open a file for writing in a process
+    that holds it open for reading)."""
+    for path, (pid, _, f) in list(_OPEN.items()):
+        if pid == os.getpid():
+            f.close()
+        del _OPEN[path]
+
+
 def is_encoded(dataset: Any) -> bool:
     """True for the variable-length uint8 layout (encoded images), False for raw frames."""
     import h5py
@@ -86,11 +95,20 @@ class H5FrameReader:
         """[T] frame indices -> [T, H, W, 3] uint8 RGB (indices past the end are clamped)."""
         self.last_indices = np.clip(np.asarray(indices, dtype=np.int64), 0, self.num_frames - 1)
         wanted, inverse = np.unique(self.last_indices, return_inverse=True)  # each frame read once
-        try:
+        frames = []
+        for i in wanted.tolist():
             # One read per frame: h5py's list indexing (ds[[2, 6, 10]]) is ~300x slower than this
             # on one-frame chunks (benchmarks/input_formats.py).
-            stored = [self._ds[int(i)] for i in wanted]
-            frames = np.stack([decode_image(b) for b in stored] if self._encoded else stored)
-        except (OSError, ValueError) as e:  # unreadable chunk, undecodable or mismatched images
-            raise VideoReadError(self.path, f"cannot read frames: {str(e).splitlines()[0][:200]}") from None
-        return frames[inverse]
+            try:
+                stored = self._ds[i]
+            except (OSError, ValueError) as e:  # an unreadable chunk
+                raise VideoReadError(self.path, f"cannot read frame {i}: {str(e).splitlines()[0][:200]}") from None
+            if self._encoded:
+                try:
+                    stored = decode_image(stored)
+                except (OSError, ValueError):  # PIL.UnidentifiedImageError is an OSError
+                    raise VideoReadError(self.path, f"frame {i} is not a decodable JPEG/PNG image") from None
+            frames.append(stored)
+        if len({f.shape for f in frames}) > 1:
+            raise VideoReadError(self.path, f"frames of different sizes: {sorted({f.shape for f in frames})[:3]}")
+        return np.stack(frames)[inverse]

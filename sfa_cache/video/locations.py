@@ -46,14 +46,19 @@ class H5Video:
 
     file: str
     dataset: str  # absolute path inside the file, e.g. '/train/vid001/frames'
-    frames: int
-    nbytes: int  # stored size, part of the identity
 
     def __str__(self) -> str:
         return f"{self.file}:{self.dataset}"
 
     def identity(self) -> str:
-        return f"{os.path.abspath(self.file)}|{self.dataset}|{self.frames}|{self.nbytes}"
+        """The file's size and modification time: HDF5 stores frames in place, so a dataset's
+        own shape or storage size does not change when its frames are rewritten."""
+        try:
+            st = os.stat(self.file)
+            stamp = f"{st.st_size}|{st.st_mtime_ns}"
+        except OSError:
+            stamp = "-1"
+        return f"{os.path.abspath(self.file)}|{self.dataset}|{stamp}"
 
 
 VideoLocation = Union[Path, TarMember, H5Video]
