@@ -20,7 +20,7 @@ from tqdm import tqdm
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import input_name, read_input
-from sfa_cache.data.loaders import make_loader, resolve_device
+from sfa_cache.data.loaders import resolve_device, video_loader
 from sfa_cache.data.video_dataset import (EpochSampler, MultiViewClipDataset, MultiViewSpec, collate_items_skip_failed,
                                          multi_view_clip)
 from sfa_cache.errors import SfaError, VideoReadError
@@ -44,6 +44,7 @@ class EvaluateConfig:
     frames: Optional[int] = None  # default: the model's own
     batch_size: int = 4
     num_workers: int = 2
+    decode_timeout: float = 0.0  # > 0: seconds per video (all its views) before its decoder is killed
     backend: str = "decord"
     device: str = "auto"
     amp: str = "none"
@@ -58,6 +59,8 @@ class EvaluateConfig:
             raise SfaError(f"--frames must be >= 1, got {self.frames}")
         if self.backend not in BACKENDS:
             raise SfaError(f"unknown video backend {self.backend!r}")
+        if self.decode_timeout < 0:
+            raise SfaError("--decode-timeout must be >= 0")
         if self.amp not in AMP_MODES:
             raise SfaError(f"--amp must be one of {', '.join(AMP_MODES)}")
 
@@ -101,8 +104,9 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     for skipped in manifest.skipped:  # left out while indexing shards / an HDF5 file: failed too
         record_failure(out / FAILURES_FILE, row=-1, **skipped)
     dataset = MultiViewClipDataset(manifest, _spec(model, cfg.clips, cfg.crops, cfg.backend), out / FAILURES_FILE)
-    loader = make_loader(dataset, EpochSampler(len(dataset), shuffle=False), batch_size=cfg.batch_size,
-                         num_workers=cfg.num_workers, device=device, collate_fn=collate_items_skip_failed)
+    loader = video_loader(dataset, EpochSampler(len(dataset), shuffle=False), batch_size=cfg.batch_size,
+                          num_workers=cfg.num_workers, decode_timeout=cfg.decode_timeout, device=device,
+                          collate_fn=collate_items_skip_failed)
     all_logits, all_labels, all_indices, dropped = [], [], [], 0
     for batch, n_dropped in tqdm(loader, desc="evaluate", unit="batch", mininterval=BAR_INTERVAL):
         dropped += n_dropped

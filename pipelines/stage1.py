@@ -18,7 +18,7 @@ import torch
 from sfa_cache.configs import config_from_dict, config_to_dict
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import read_input
-from sfa_cache.data.loaders import make_loader
+from sfa_cache.data.loaders import video_loader
 from sfa_cache.data.manifest import Manifest, read_classes_file
 from sfa_cache.data.video_dataset import ClipSpec, EpochSampler, VideoClipDataset
 from sfa_cache.distributed import dist_info, start_processes
@@ -51,7 +51,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_COMMON = {"optimizer": "sgd", "momentum": 0.9, "warmup_epochs": 2.5}
 
 # Settings that may change between a run and its resumption without changing its result.
-RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "log_every", "stop_after", "compile", "channels_last",
+RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "decode_timeout", "log_every", "stop_after", "compile", "channels_last",
                           "allow_world_size_change"})
 
 
@@ -84,6 +84,7 @@ class Stage1Config:
     channels_last: bool = False
     compile: bool = False
     num_workers: int = 4
+    decode_timeout: float = 0.0  # > 0: seconds per clip before its decoder is killed and the clip skipped
     seed: int = 0
     log_every: int = 50  # optimiser steps between metrics.jsonl train records; 0 = per epoch only
     stop_after: Optional[int] = None  # stop after this many epochs in this invocation
@@ -99,6 +100,8 @@ class Stage1Config:
             raise SfaError("give either --pretrained or --backbone-weights, not both")
         if self.stop_after is not None and self.stop_after < 1:
             raise SfaError("--stop-after must be >= 1")
+        if self.decode_timeout < 0:
+            raise SfaError("--decode-timeout must be >= 0")
         self.optim.validate()
 
 
@@ -181,12 +184,13 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
                 record_failure(failures, row=-1, **skipped)
     train_ds = VideoClipDataset(train_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, True, cfg.backend, aug), cfg.seed, failures)
     train_sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
-    train_loader = make_loader(train_ds, train_sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)
+    loader_args = dict(batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, decode_timeout=cfg.decode_timeout, device=device)
+    train_loader = video_loader(train_ds, train_sampler, **loader_args)
     val_loader = None
     if val_m is not None:
         val_ds = VideoClipDataset(val_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, False, cfg.backend), cfg.seed, failures)
         val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=info.rank, world_size=info.world_size, pad=False)
-        val_loader = make_loader(val_ds, val_sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)
+        val_loader = video_loader(val_ds, val_sampler, **loader_args)
     trainer = Trainer(model, cfg.optim, steps_per_epoch=len(train_loader), num_classes=len(classes), device=device, seed=cfg.seed)
 
     begin_run(trainer, out, resuming=resuming, classes=classes, allow_world_size_change=cfg.allow_world_size_change,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -9,10 +10,12 @@ import pytest
 import torch
 
 from sfa_cache.data.failures import read_failures
-from sfa_cache.data.manifest import infer_classes, read_classes_file, read_manifest
+from sfa_cache.data.loaders import TimedLoader
+from sfa_cache.data.manifest import Manifest, ManifestEntry, infer_classes, read_classes_file, read_manifest
 from sfa_cache.data.synthetic import CLASSES, SyntheticConfig, make_synthetic, render_clip
 from sfa_cache.data.video_dataset import ClipSpec, EpochSampler, VideoClipDataset, collate_skip_failed
 from sfa_cache.errors import SfaError
+from sfa_cache.video.locations import TarMember
 from sfa_cache.video.reader import open_video
 
 
@@ -172,3 +175,25 @@ def test_epoch_sampler_order_depends_on_seed_and_epoch_only() -> None:
     again.set_epoch(1)
     assert list(again) == second
     assert [i for _, i in EpochSampler(4, shuffle=False)] == [0, 1, 2, 3]
+
+
+def test_video_loader_kills_a_hung_decode_records_it_and_keeps_order(synthetic, tmp_path) -> None:
+    fifo = tmp_path / "hangs.tar"
+    os.mkfifo(fifo)  # opening it for reading blocks forever: a decode that never returns
+    csv = read_manifest(synthetic / "train.csv", infer_classes(synthetic / "train.csv"))
+    hung = ManifestEntry(TarMember(str(fifo), "x.mp4", 0, 100), label=0, row=99)
+    manifest = Manifest(csv.source, [csv.entries[0], hung, *csv.entries[1:4]], csv.classes)
+    log = tmp_path / "failures.jsonl"
+    ds = VideoClipDataset(manifest, ClipSpec(4, 32, (0.5,) * 3, (0.5,) * 3, True), seed=1, failure_log=log)
+    sampler = EpochSampler(len(ds), shuffle=True, seed=2)
+    loader = TimedLoader(ds, sampler, batch_size=2, workers=2, timeout=2.0)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 3
+    assert sum(b[2] for b in batches) == 1 and sum(len(b[1]) for b in batches if b[1] is not None) == 4
+    # The same batches, in the same order, as decoding inline (what a DataLoader would give).
+    keys = list(sampler)
+    want = [ds[k] for k in keys if k[1] != 1]
+    got = [(clip, label) for b in batches if b[0] is not None for clip, label in zip(b[0], b[1])]
+    assert all(torch.equal(g[0], w[0]) and int(g[1]) == w[1] for g, w in zip(got, want))
+    failures = read_failures(log)
+    assert [f["row"] for f in failures] == [99] and "timed out after 2s" in failures[0]["reason"]

@@ -61,14 +61,23 @@ class VideoClipDataset(torch.utils.data.Dataset):
             reader = open_video(entry.path, s.backend)
             frames = reader.get_frames(uniform_indices(reader.num_frames, s.frames, train=s.train, rng=rng))
         except VideoReadError as e:
-            log.warning("skipping %s", e)
-            record_failure(self.failure_log, path=e.path, reason=e.reason, row=entry.row)
+            self.skip(key, e.reason)
             return None
         if s.train:
             clip = train_transform(frames, s.image_size, s.mean, s.std, rng, s.augment)
         else:
             clip = eval_transform(frames, s.image_size, s.mean, s.std)
         return clip, entry.label
+
+    def skip(self, key: tuple[int, int] | int, reason: str) -> None:
+        """Log and record the clip of `key` as failed (also called by `TimedLoader` on a timeout)."""
+        _skip(self.manifest, key, reason, self.failure_log)
+
+
+def _skip(manifest: Manifest, key: tuple[int, int] | int, reason: str, failure_log: Optional[str | os.PathLike]) -> None:
+    entry = manifest.entries[key[1] if isinstance(key, tuple) else key]
+    log.warning("skipping %s: %s", entry.path, reason)
+    record_failure(failure_log, path=str(entry.path), reason=reason, row=entry.row)
 
 
 @dataclass
@@ -113,9 +122,12 @@ class MultiViewClipDataset(torch.utils.data.Dataset):
         try:
             return multi_view_clip(entry.path, self.spec), entry.label, index
         except VideoReadError as e:
-            log.warning("skipping %s", e)
-            record_failure(self.failure_log, path=e.path, reason=e.reason, row=entry.row)
+            self.skip(key, e.reason)
             return None
+
+    def skip(self, key: tuple[int, int] | int, reason: str) -> None:
+        """Log and record the video of `key` as failed (also called by `TimedLoader` on a timeout)."""
+        _skip(self.manifest, key, reason, self.failure_log)
 
 
 def collate_skip_failed(batch: list[Any]) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], int]:
