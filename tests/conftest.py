@@ -19,6 +19,16 @@ from sfa_cache.video.writer import write_video
 TINY_BACKBONE = "vit_tiny_patch16_224"
 
 
+def cache_arrays(cache_dir: Path) -> dict[str, np.ndarray]:
+    """Every array of a finished feature cache, its shards concatenated in clip order."""
+    from sfa_cache.cache import layout
+    from sfa_cache.cache.writer import read_shard
+
+    index = layout.read_cache_index(cache_dir)
+    shards = [read_shard(layout.shard_path(cache_dir, s["index"])).arrays() for s in index["shards"]]
+    return {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+
+
 def index_frames(num_frames: int, size: int = 32) -> np.ndarray:
     """Flat grey frames whose brightness encodes the frame index: 10 + 8 * t."""
     values = 10 + 8 * np.arange(num_frames)

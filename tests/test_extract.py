@@ -16,7 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import TINY_BACKBONE
+from conftest import TINY_BACKBONE, cache_arrays
 from sfa_cache.cache import layout
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.verify import cache_info, verify_cache
@@ -36,12 +36,6 @@ def _cfg(run: Path, manifest: Path, root: Path, **over) -> ExtractConfig:
                   batch_frames=20, num_workers=1, progress=False)
     values.update(over)
     return ExtractConfig(**values)
-
-
-def _arrays(cache_dir: Path) -> dict[str, np.ndarray]:
-    index = layout.read_cache_index(cache_dir)
-    shards = [read_shard(layout.shard_path(cache_dir, s["index"])).arrays() for s in index["shards"]]
-    return {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
 
 
 def test_cached_features_equal_the_spatial_model_on_the_same_frames(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
@@ -118,7 +112,7 @@ def test_broken_short_and_missing_videos_are_recorded_never_zeros(tiny_run: Path
     failures = [json.loads(line) for line in (result.cache_dir / "failures.jsonl").read_text().splitlines()]
     assert [f["row"] for f in failures] == [1, 3, 5, 6]
     assert all(f["reason"] for f in failures) and "empty" in failures[1]["reason"] and "not found" in failures[3]["reason"]
-    arrays = _arrays(result.cache_dir)
+    arrays = cache_arrays(result.cache_dir)
     np.testing.assert_array_equal(arrays["valid"], [True, False, True, False, True, False, False])
     assert np.isnan(arrays["features"][~arrays["valid"]]).all()
     assert not np.isnan(arrays["features"][arrays["valid"]]).any()
@@ -165,7 +159,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tiny_run: Path, synthet
     out = subprocess.run(_cli_extract(tiny_run, manifest, root), capture_output=True, text=True, check=True)
     summary = json.loads(out.stdout.splitlines()[-1])
     assert summary["shards_extracted"] == 14 - done and "resuming" in out.stderr
-    got, want = _arrays(cache_dir), _arrays(reference.cache_dir)
+    got, want = cache_arrays(cache_dir), cache_arrays(reference.cache_dir)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     assert verify_cache(cache_dir) == []
@@ -177,7 +171,7 @@ def test_verify_catches_a_lost_marker_corruption_and_nan(tiny_run: Path, synthet
         return run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path / "c", mode="eval", num_workers=0)).cache_dir
 
     cache_dir = fresh()
-    original = _arrays(cache_dir)
+    original = cache_arrays(cache_dir)
     layout.marker_path(cache_dir, 1).unlink()
     assert verify_cache(cache_dir) == ["shard 1: completion marker missing or invalid"]
     r = CliRunner().invoke(cli, ["cache", "verify", str(cache_dir)])
@@ -185,7 +179,7 @@ def test_verify_catches_a_lost_marker_corruption_and_nan(tiny_run: Path, synthet
     # Rerunning the extraction redoes the shard that lost its marker; the result is the same.
     again = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path / "c", mode="eval", num_workers=0))
     assert again.shards_extracted == 1 and verify_cache(cache_dir) == []
-    for name, a in _arrays(cache_dir).items():
+    for name, a in cache_arrays(cache_dir).items():
         np.testing.assert_array_equal(a, original[name], err_msg=name)
 
     chunk = next((layout.shard_path(cache_dir, 0) / "features").rglob("c/*/*/*/*"))
@@ -233,12 +227,12 @@ def test_verify_checks_manifest_coverage(tiny_run: Path, synthetic: Path, tmp_pa
 
 def test_float32_and_pyav_caches_agree_with_the_default(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
     base = _cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0)
-    default = _arrays(run_extract(base).cache_dir)
+    default = cache_arrays(run_extract(base).cache_dir)
     fp32 = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0, dtype="float32"))
     pyav = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0, backend="pyav"))
     assert len({fp32.cache_dir, pyav.cache_dir}) == 2 and len(list(tmp_path.iterdir())) == 3
     for result in (fp32, pyav):
-        arrays = _arrays(result.cache_dir)
+        arrays = cache_arrays(result.cache_dir)
         assert arrays["features"].dtype == (np.float32 if result is fp32 else np.float16)
         np.testing.assert_allclose(arrays["features"].astype(np.float32), default["features"].astype(np.float32),
                                    rtol=2e-3, atol=2e-3)
@@ -259,8 +253,8 @@ def test_torchrun_two_ranks_equal_one_process(tiny_run: Path, synthetic: Path, t
     cache_dir = tmp_path / "two" / single.cache_dir.name
     markers = [layout.read_marker(cache_dir, i) for i in range(7)]
     assert all(markers) and verify_cache(cache_dir) == []
-    for name, a in _arrays(single.cache_dir).items():
-        b = _arrays(cache_dir)[name]
+    for name, a in cache_arrays(single.cache_dir).items():
+        b = cache_arrays(cache_dir)[name]
         if name == "features":
             np.testing.assert_allclose(b.astype(np.float32), a.astype(np.float32), rtol=2e-3, atol=2e-3)
         else:
@@ -312,11 +306,11 @@ def test_cli_rejects_a_folder_that_is_not_a_run(synthetic: Path, tmp_path: Path)
 
 @pytest.mark.gpu
 def test_cuda_bf16_extraction_matches_cpu(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
-    cpu = _arrays(run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", device="cpu")).cache_dir)
+    cpu = cache_arrays(run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", device="cpu")).cache_dir)
     result = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", device="cuda"))
     index = json.loads((result.cache_dir / "cache.json").read_text())
     assert index["extraction"]["amp"] == "bf16"  # auto on CUDA
-    gpu = _arrays(result.cache_dir)
+    gpu = cache_arrays(result.cache_dir)
     np.testing.assert_allclose(gpu["features"].astype(np.float32), cpu["features"].astype(np.float32), rtol=0.05, atol=0.05)
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from conftest import cache_arrays
 from sfa_cache.cache import layout
 from sfa_cache.cache.verify import verify_cache
 from sfa_cache.cli.main import cli
@@ -211,19 +212,11 @@ def _extract_cfg(run: Path, source: str, root: Path, **over) -> ExtractConfig:
     return ExtractConfig(**values)
 
 
-def _cache_arrays(cache_dir: Path) -> dict[str, np.ndarray]:
-    from sfa_cache.cache.writer import read_shard
-
-    index = layout.read_cache_index(cache_dir)
-    shards = [read_shard(layout.shard_path(cache_dir, s["index"])).arrays() for s in index["shards"]]
-    return {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
-
-
 def test_extract_from_wds_equals_the_csv_cache_and_resumes(tiny_run: Path, synthetic: Path, packed: str, tmp_path: Path) -> None:
     from_csv = run_extract(_extract_cfg(tiny_run, str(synthetic / "train.csv"), tmp_path / "c"))
     from_wds = run_extract(_extract_cfg(tiny_run, packed, tmp_path / "c"))
     assert from_wds.cache_dir != from_csv.cache_dir and from_wds.cache_dir.name.startswith("train-train-6f-")
-    want, got = _cache_arrays(from_csv.cache_dir), _cache_arrays(from_wds.cache_dir)
+    want, got = cache_arrays(from_csv.cache_dir), cache_arrays(from_wds.cache_dir)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     index = layout.read_cache_index(from_wds.cache_dir)
@@ -232,7 +225,7 @@ def test_extract_from_wds_equals_the_csv_cache_and_resumes(tiny_run: Path, synth
     layout.marker_path(from_wds.cache_dir, 1).unlink()
     again = run_extract(_extract_cfg(tiny_run, packed, tmp_path / "c"))
     assert again.cache_dir == from_wds.cache_dir and again.shards_extracted == 1
-    for name, values in _cache_arrays(again.cache_dir).items():
+    for name, values in cache_arrays(again.cache_dir).items():
         np.testing.assert_array_equal(values, want[name], err_msg=name)
     assert verify_cache(again.cache_dir, read_input(packed)) == []
 
@@ -246,7 +239,7 @@ def test_extract_from_broken_shards_records_and_skips(tiny_run: Path, broken_sha
     summary = json.loads(r.stdout.splitlines()[-1])
     assert (summary["clips"], summary["valid"], summary["failed"]) == (5, 4, 1)
     cache_dir = Path(summary["cache"])
-    arrays = _cache_arrays(cache_dir)
+    arrays = cache_arrays(cache_dir)
     np.testing.assert_array_equal(arrays["valid"], [True, False, True, True, True])
     assert np.isnan(arrays["features"][1]).all()
     skipped = layout.read_cache_index(cache_dir)["manifest"]["skipped"]
@@ -379,7 +372,7 @@ def test_torchrun_extraction_from_wds_equals_one_process_from_csv(tiny_run: Path
     assert out.returncode == 0, out.stderr[-3000:]
     cache_dir = Path(json.loads(out.stdout.splitlines()[-1])["cache"])
     assert verify_cache(cache_dir) == []
-    got, want = _cache_arrays(cache_dir), _cache_arrays(single.cache_dir)
+    got, want = cache_arrays(cache_dir), cache_arrays(single.cache_dir)
     for name in want:  # ranks run other batch compositions: features agree to float tolerance
         if name == "features":
             np.testing.assert_allclose(got[name].astype(np.float32), want[name].astype(np.float32), rtol=2e-3, atol=2e-3)
