@@ -41,8 +41,7 @@ def _view_options(f):
 @click.option("--batch-size", default=E.batch_size, show_default=True, help="Videos per forward (each has clips x crops views).")
 @click.option("--num-workers", default=E.num_workers, show_default=True, help="Decoding worker processes.")
 @click.option("--decode-timeout", default=E.decode_timeout, show_default=True,
-              help="Seconds per video before its decoder is killed and the video skipped (0: no deadline, "
-                   "a plain DataLoader; a deadline costs some speed, see docs/data.md).")
+              help="Seconds per video before its decoder is killed and the video skipped (0: none, a plain DataLoader).")
 @click.option("--out", type=click.Path(file_okay=False), help="Where metrics go [default: RUN/eval/<manifest>-<clips>x<crops>].")
 def evaluate_cmd(crops: str, **values: object) -> None:
     """Top-1 / top-5, per-class accuracy and a confusion matrix on raw videos.

@@ -49,8 +49,7 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--device", default=S.device, show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--num-workers", default=S.num_workers, show_default=True, help="Decoding worker processes.")
 @click.option("--decode-timeout", default=S.decode_timeout, show_default=True,
-              help="Seconds per clip before its decoder is killed and the clip skipped (0: no deadline, "
-                   "a plain DataLoader; a deadline costs some speed, see docs/data.md).")
+              help="Seconds per clip before its decoder is killed and the clip skipped (0: none, a plain DataLoader).")
 @click.option("--seed", default=S.seed, show_default=True)
 @click.option("--log-every", default=S.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")

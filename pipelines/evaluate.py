@@ -44,7 +44,7 @@ class EvaluateConfig:
     frames: Optional[int] = None  # default: the model's own
     batch_size: int = 4
     num_workers: int = 2
-    decode_timeout: float = 0.0  # > 0: seconds per video (all its views) before its decoder is killed
+    decode_timeout: float = 60.0  # seconds per video (all its views) before its decoder is killed; 0: none
     backend: str = "decord"
     device: str = "auto"
     amp: str = "none"

@@ -84,7 +84,7 @@ class Stage1Config:
     channels_last: bool = False
     compile: bool = False
     num_workers: int = 4
-    decode_timeout: float = 0.0  # > 0: seconds per clip before its decoder is killed and the clip skipped
+    decode_timeout: float = 60.0  # seconds per clip before its decoder is killed and the clip skipped; 0: none
     seed: int = 0
     log_every: int = 50  # optimiser steps between metrics.jsonl train records; 0 = per epoch only
     stop_after: Optional[int] = None  # stop after this many epochs in this invocation

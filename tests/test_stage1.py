@@ -88,14 +88,17 @@ def test_resume_matches_an_uninterrupted_run(synthetic: Path, tmp_path: Path) ->
 
 
 def test_workers_do_not_change_the_result(synthetic: Path, tmp_path: Path) -> None:
-    """Items are seeded by (seed, epoch, index): decoding in 2 worker processes changes nothing."""
+    """Items are seeded by (seed, epoch, index): decoding in 2 worker processes, under a deadline
+    (the default) or in a plain DataLoader (--decode-timeout 0), changes nothing."""
     train = synthetic / "train.csv"
     run_stage1(_cfg(train, tmp_path / "w0", epochs=1, num_workers=0))
     run_stage1(_cfg(train, tmp_path / "w2", epochs=1, num_workers=2))
+    run_stage1(_cfg(train, tmp_path / "w2-dataloader", epochs=1, num_workers=2, decode_timeout=0))
     a = load_file(str(tmp_path / "w0" / "model.safetensors"))
-    b = load_file(str(tmp_path / "w2" / "model.safetensors"))
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], msg=k)
+    for other in ("w2", "w2-dataloader"):
+        b = load_file(str(tmp_path / other / "model.safetensors"))
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], msg=f"{other}: {k}")
 
 
 def test_broken_videos_are_recorded_and_skipped(synthetic: Path, videos, tmp_path: Path) -> None:

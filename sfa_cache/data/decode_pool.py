@@ -12,8 +12,10 @@ so decoding runs ahead of the model; results come back in job order.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -77,11 +79,33 @@ def _worker_main(conn: connection.Connection, fn: Callable[[Any], Any]) -> None:
         conn.send((seq, _run(fn, job)))
 
 
+@contextlib.contextmanager
+def _main_script_hidden() -> Iterator[None]:
+    """Start a child without re-running the parent's main script in it.
+
+    A forkserver (or spawn) child imports the parent's `__main__` file, so that functions
+    defined there can be unpickled; the pool never sends such functions, and for the
+    `sfa-cache` console script that import pulls in the whole CLI (timm, zarr ...): seconds
+    per worker, paid again by every replacement worker. Without `__file__` the child skips it.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 class _Worker:
     def __init__(self, ctx: Any, fn: Callable[[Any], Any]) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker_main, args=(child, fn), daemon=True)
-        self.proc.start()
+        with _main_script_hidden():
+            self.proc.start()
         child.close()
         self.seq: Optional[int] = None  # job in flight
         self.started = time.monotonic()
