@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -247,3 +249,21 @@ def test_reader_never_reuses_handles_from_another_process(tmp_path: Path) -> Non
     np.testing.assert_array_equal(cache.features(1), datas[0].features[1])
     assert cache._arrays[(0, "features")] is not inherited and cache._pid == os.getpid()
     assert pickle.loads(pickle.dumps(cache))._arrays == {}  # handles never travel to workers
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_decode_workers_do_not_rerun_the_main_script(tmp_path: Path, how: str) -> None:
+    """A forkserver child imports the parent's main module unless hidden: for the sfa-cache
+    console script that meant the whole CLI in every decode worker."""
+    marks = tmp_path / "imports.txt"
+    (tmp_path / "mainmod.py").write_text(
+        "import os\n"
+        f"open({str(marks)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+        "from sfa_cache.data.decode_pool import DecodePool\n"
+        "if __name__ == '__main__':\n"
+        "    print([r for _, r in DecodePool(abs, workers=2, timeout=60).imap([-1, -2, -3])])\n")
+    cmd = [sys.executable, "-m", "mainmod"] if how == "module" else [sys.executable, str(tmp_path / "mainmod.py")]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    assert out.returncode == 0 and "[1, 2, 3]" in out.stdout, out.stderr[-2000:]
+    assert len(marks.read_text().split()) == 1  # the parent only

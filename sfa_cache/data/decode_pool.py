@@ -83,21 +83,21 @@ def _worker_main(conn: connection.Connection, fn: Callable[[Any], Any]) -> None:
 def _main_script_hidden() -> Iterator[None]:
     """Start a child without re-running the parent's main script in it.
 
-    A forkserver (or spawn) child imports the parent's `__main__` file, so that functions
-    defined there can be unpickled; the pool never sends such functions, and for the
-    `sfa-cache` console script that import pulls in the whole CLI (timm, zarr ...): seconds
-    per worker, paid again by every replacement worker. Without `__file__` the child skips it.
+    A forkserver (or spawn) child imports the parent's main module (by `__spec__` name for
+    `python -m x`, else from its `__file__`) so that functions defined there can be unpickled;
+    the pool never sends such functions, and for the `sfa-cache` console script or a
+    `python -m benchmarks.x` run that import pulls in the whole CLI (timm, zarr ...): seconds
+    per worker, paid again by every replacement worker. Without both the child skips it.
     """
     main = sys.modules.get("__main__")
-    path = getattr(main, "__file__", None)
-    if path is None:
-        yield
-        return
-    del main.__file__
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    for name in saved:
+        setattr(main, name, None) if name == "__spec__" else delattr(main, name)
     try:
         yield
     finally:
-        main.__file__ = path
+        for name, value in saved.items():
+            setattr(main, name, value)
 
 
 class _Worker:
