@@ -11,6 +11,7 @@ from sfa_cache.cache.export import export_h5
 from sfa_cache.cache.layout import read_cache_index
 from sfa_cache.cache.verify import cache_info, verify_cache
 from sfa_cache.cli.main import cli
+from sfa_cache.cli.options import input_option
 from sfa_cache.data.inputs import INPUT_HELP, read_input
 from sfa_cache.errors import SfaError
 
@@ -59,8 +60,7 @@ def list_cmd(cache_root: str) -> None:
 
 @cache_group.command("verify")
 @click.argument("cache_dir", type=_DIR)
-@click.option("--manifest", "--wds", "--h5", "manifest", metavar="INPUT",
-              help=f"Also check that the cache covers this input's clips: {INPUT_HELP}.")
+@input_option(help=f"Also check that the cache covers this input's clips: {INPUT_HELP}.")
 @click.option("--root", type=_DIR, help="Folder video paths are relative to (with --manifest).")
 @click.option("--split", help="Manifest split the cache was made from (with --manifest).")
 def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: str | None) -> None:

@@ -7,6 +7,7 @@ import json
 import click
 
 from sfa_cache.cli.main import cli
+from sfa_cache.cli.options import input_option
 from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.errors import SfaError
@@ -33,8 +34,7 @@ def _view_options(f):
 
 @cli.command("evaluate")
 @click.option("--run", "run", type=_RUN, required=True, help="Run directory with spatial weights (Stage 1, baseline or assembled).")
-@click.option("--manifest", "--wds", "--h5", "manifest", metavar="INPUT", required=True,
-              help=f"The videos to evaluate: {INPUT_HELP}.")
+@input_option(required=True, help=f"The videos to evaluate: {INPUT_HELP}.")
 @click.option("--root", type=_RUN, help="Folder video paths are relative to [default: the CSV's folder].")
 @click.option("--split", help="Keep only manifest rows with this 'split' value.")
 @_view_options

@@ -9,6 +9,7 @@ import click
 from sfa_cache.cache.views import VIEW_MODES
 from sfa_cache.cache.writer import COMPRESSORS, DTYPES
 from sfa_cache.cli.main import cli
+from sfa_cache.cli.options import input_option
 from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.distributed import dist_info
@@ -21,8 +22,7 @@ _FILE = click.Path(exists=True, dir_okay=False)
 
 
 @cli.command("extract")
-@click.option("--manifest", "--wds", "--h5", "manifest", metavar="INPUT", required=True,
-              help=f"The videos to cache: {INPUT_HELP}.")
+@input_option(required=True, help=f"The videos to cache: {INPUT_HELP}.")
 @click.option("--cache-root", type=click.Path(file_okay=False), required=True,
               help="Folder holding caches; the cache goes in a subfolder named by its content key.")
 @click.option("--model", type=click.Path(exists=True, file_okay=False),

@@ -12,6 +12,13 @@ from sfa_cache.train.optim import OPTIMIZERS
 F = TypeVar("F", bound=Callable)
 O = OptimConfig
 
+def input_option(prefix: str = "", *, required: bool = False, help: str) -> Callable[[F], F]:
+    """`--{prefix}manifest` and its aliases `--{prefix}wds` / `--{prefix}h5`: one option that takes
+    any input (a CSV, WebDataset shards or an HDF5 file; the value's form decides)."""
+    return click.option(f"--{prefix}manifest", f"--{prefix}wds", f"--{prefix}h5", f"{prefix}manifest".replace("-", "_"),
+                        metavar="INPUT", required=required, help=help)
+
+
 # Resuming a torchrun run with another process count (stage1, train-temporal).
 allow_world_size_change_option = click.option(
     "--allow-world-size-change", is_flag=True,

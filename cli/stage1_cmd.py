@@ -7,7 +7,7 @@ import json
 import click
 
 from sfa_cache.cli.main import cli, explicit_params
-from sfa_cache.cli.options import allow_world_size_change_option, optim_options
+from sfa_cache.cli.options import allow_world_size_change_option, input_option, optim_options
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.models.config import TEMPORAL_PRESETS
 from sfa_cache.pipelines.stage1 import PRESETS, Stage1Config, resolve_config, run_stage1
@@ -18,10 +18,8 @@ _FILE = click.Path(exists=True, dir_okay=False)
 
 
 @cli.command("stage1")
-@click.option("--train-manifest", "--train-wds", "--train-h5", "train_manifest", metavar="INPUT", required=True,
-              help=f"Training videos: {INPUT_HELP}.")
-@click.option("--val-manifest", "--val-wds", "--val-h5", "val_manifest", metavar="INPUT",
-              help="Validation videos (evaluated every epoch), in any of the same forms.")
+@input_option("train-", required=True, help=f"Training videos: {INPUT_HELP}.")
+@input_option("val-", help="Validation videos (evaluated every epoch), in any of the same forms.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to create (or --resume).")
 @click.option("--root", type=click.Path(exists=True, file_okay=False), help="Folder video paths are relative to [default: each CSV's folder].")
 @click.option("--classes", type=_FILE, help="Class list (.txt one per line, or .json) [default: the train input's own, else inferred].")

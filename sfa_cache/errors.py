@@ -16,3 +16,9 @@ class VideoReadError(SfaError):
         super().__init__(f"cannot read video {path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message cut to its first line (FFmpeg, HDF5 and tarfile errors run long)."""
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:limit]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import queue as queue_module
-import resource
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from sfa_cache.errors import SfaError
+from sfa_cache.train.run_dir import peak_memory_mb
 
 
 @dataclass
@@ -25,18 +25,12 @@ class FreshRun:
     start_bytes: float  # the same measure just before `fn` ran (the interpreter and its imports)
 
 
-def _max_rss_bytes() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0  # Linux reports KiB
-
-
 def _child(fn: Callable[..., Any], args: tuple, device: torch.device, queue: Any) -> None:
     """A bug raises here with its traceback; the parent sees the process end without a message."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        start = float(torch.cuda.memory_allocated(device))
-    else:
-        start = _max_rss_bytes()
+        torch.cuda.reset_peak_memory_stats(device)  # the peak is now what is allocated
+    start = peak_memory_mb(device) * 2**20
     try:
         result = fn(*args)
     except SfaError as e:
@@ -45,7 +39,7 @@ def _child(fn: Callable[..., Any], args: tuple, device: torch.device, queue: Any
     except torch.OutOfMemoryError as e:
         queue.put(("oom", str(e).splitlines()[0] if str(e) else "out of memory", 0.0, 0.0))
         return
-    peak = float(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else _max_rss_bytes()
+    peak = peak_memory_mb(device) * 2**20
     queue.put(("ok", result, peak, start))
 
 

@@ -46,10 +46,11 @@ def export_h5(cache_dir: str | os.PathLike, out: str | os.PathLike, *, compressi
             feats = h5.create_dataset("features", shape=(n, v, f, d), dtype=cache.index["dtype"], chunks=(1, v, f, d),
                                       compression=compression)
             frame_index = h5.create_dataset("frame_index", shape=(n, v, f), dtype=np.int32)
-            # One clip at a time: memory stays one clip, whatever the cache size.
+            # Features one clip at a time: memory stays one clip, whatever the cache size.
             for clip in tqdm(range(n), desc="export", unit="clip", dynamic_ncols=True, disable=not progress):
                 feats[clip] = cache.features(clip)
-                frame_index[clip] = cache.frame_index(clip)
+            for s, shard in enumerate(cache.shards):
+                frame_index[shard["start"] : shard["stop"]] = cache.shard_frame_index(s)
             h5["labels"] = cache.labels.astype(np.int64)
             h5["clip_index"] = cache.clip_index.astype(np.int64)
             h5["valid"] = cache.valid.astype(bool)

@@ -71,6 +71,11 @@ class FeatureCache:
         s, row = self.locate(clip)
         return self._array(s, "frame_index")[row]
 
+    def shard_frame_index(self, s: int) -> np.ndarray:
+        """[clips of shard s, views, frames] int32 in one read (stored as one chunk per shard, so
+        reading it clip by clip would decompress the whole shard's array for every clip)."""
+        return self._array(s, "frame_index")[...]
+
     # --- whole-cache columns (small; read once) ------------------------------------------------
     @cached_property
     def labels(self) -> np.ndarray:

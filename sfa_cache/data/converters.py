@@ -134,7 +134,6 @@ def write_manifest(conversion: Conversion, out: str | os.PathLike, *, strict: bo
                        "drop --strict to write the manifest without them")
     if not conversion.rows:
         raise SfaError("no video of the annotation file was found; check the video folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
     with_split = any(split for _, _, split in conversion.rows)
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")

@@ -89,15 +89,17 @@ def _main_script_hidden() -> Iterator[None]:
     `python -m benchmarks.x` run that import pulls in the whole CLI (timm, zarr ...): seconds
     per worker, paid again by every replacement worker. Without both the child skips it.
     """
-    main = sys.modules.get("__main__")
-    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
-    for name in saved:
-        setattr(main, name, None) if name == "__spec__" else delattr(main, name)
+    main = sys.modules["__main__"]
+    spec, file = getattr(main, "__spec__", None), getattr(main, "__file__", None)
+    main.__spec__ = None
+    if file is not None:
+        del main.__file__
     try:
         yield
     finally:
-        for name, value in saved.items():
-            setattr(main, name, value)
+        main.__spec__ = spec
+        if file is not None:
+            main.__file__ = file
 
 
 class _Worker:

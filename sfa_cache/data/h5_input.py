@@ -20,7 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from sfa_cache.data.manifest import Sample
-from sfa_cache.errors import SfaError
+from sfa_cache.errors import SfaError, first_line
 from sfa_cache.video.h5_reader import layout_problem
 from sfa_cache.video.locations import H5Video
 
@@ -55,7 +55,7 @@ def index_h5(path: str, split: Optional[str] = None) -> tuple[list[Sample], Opti
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise SfaError(f"cannot open HDF5 file {path}: {str(e).splitlines()[0]}") from None
+        raise SfaError(f"cannot open HDF5 file {path}: {first_line(e)}") from None
     samples: list[Sample] = []
     problems: list[dict[str, Any]] = []
     with f:

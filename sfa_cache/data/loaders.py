@@ -95,8 +95,7 @@ class TimedLoader:
                     batch.append(_from_numpy(item))
                 yield self.collate_fn(batch)
         finally:
-            if hasattr(results, "close"):
-                results.close()
+            results.close()  # the pool's run, or the inline generator of workers=0
 
 
 def _load_item(dataset: Dataset, key: Any) -> Any:

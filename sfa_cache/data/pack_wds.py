@@ -109,8 +109,13 @@ def pack_wds(manifest: Manifest, out: str | os.PathLike, shard_size: int, *, pre
     """Write (or finish writing) the shards of `manifest` into `out`. Videos that are missing are
     left out and listed in `out/missing.txt`."""
     out = Path(out)
-    present = [e for e in manifest.entries if os.path.isfile(e.path)]
-    missing = [str(e.path) for e in manifest.entries if not os.path.isfile(e.path)]
+    present: list[ManifestEntry] = []
+    missing: list[str] = []
+    for e in manifest.entries:
+        if os.path.isfile(e.path):
+            present.append(e)
+        else:
+            missing.append(str(e.path))
     for e in present:
         _extension(e)  # refuse before anything is written
     if not present:

@@ -33,7 +33,7 @@ from typing import Any, Optional
 from sfa_cache.atomic import atomic_write_text
 from sfa_cache.data.converters import VIDEO_EXTENSIONS as _SUFFIXES
 from sfa_cache.data.manifest import CLASSES_FILE, Sample, read_classes_file
-from sfa_cache.errors import SfaError
+from sfa_cache.errors import SfaError, first_line
 from sfa_cache.video.locations import TarMember
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def scan_shard(path: str) -> tuple[list[Sample], list[dict[str, Any]]]:
                                                          f"the shard (after {len(members)} samples) is unreadable"})
     except (tarfile.TarError, EOFError) as e:
         reason = "not an uncompressed tar file" if not members else f"shard truncated or corrupt after {len(members)} samples"
-        problems.append({"path": path, "reason": f"{reason} ({str(e).splitlines()[0][:120]})"})
+        problems.append({"path": path, "reason": f"{reason} ({first_line(e, 120)})"})
     samples = []
     for key, parts in members.items():
         video = next((ext for ext in VIDEO_EXTENSIONS if ext in parts), None)

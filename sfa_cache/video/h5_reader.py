@@ -19,8 +19,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sfa_cache.errors import VideoReadError
+from sfa_cache.errors import VideoReadError, first_line
 from sfa_cache.video.locations import H5Video
+from sfa_cache.video.reader import clamp_indices
 
 _OPEN: dict[str, tuple[int, int, Any]] = {}  # path -> (pid, mtime_ns, h5py.File)
 
@@ -93,7 +94,7 @@ class H5FrameReader:
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         """[T] frame indices -> [T, H, W, 3] uint8 RGB (indices past the end are clamped)."""
-        self.last_indices = np.clip(np.asarray(indices, dtype=np.int64), 0, self.num_frames - 1)
+        self.last_indices = clamp_indices(indices, self.num_frames)
         wanted, inverse = np.unique(self.last_indices, return_inverse=True)  # each frame read once
         frames = []
         for i in wanted.tolist():
@@ -102,7 +103,7 @@ class H5FrameReader:
             try:
                 stored = self._ds[i]
             except (OSError, ValueError) as e:  # an unreadable chunk
-                raise VideoReadError(self.path, f"cannot read frame {i}: {str(e).splitlines()[0][:200]}") from None
+                raise VideoReadError(self.path, f"cannot read frame {i}: {first_line(e, 200)}") from None
             if self._encoded:
                 try:
                     stored = decode_image(stored)

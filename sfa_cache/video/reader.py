@@ -17,7 +17,7 @@ from typing import Any, Protocol, Sequence, Union
 
 import numpy as np
 
-from sfa_cache.errors import VideoReadError
+from sfa_cache.errors import VideoReadError, first_line
 from sfa_cache.video.locations import H5Video, TarMember, VideoLocation
 
 Source = Union[str, bytes]  # a file path, or a whole encoded video in memory
@@ -44,13 +44,22 @@ def _check_file(path: str) -> None:
         raise VideoReadError(path, "empty file (0 bytes)")
 
 
+def _source_name(source: Source | os.PathLike, name: str) -> str:
+    """The name errors give the video, once the checks every source gets have passed (a file
+    exists and is not empty; bytes are not empty)."""
+    if isinstance(source, bytes):
+        if not source:
+            raise VideoReadError(name or "<bytes>", "empty member (0 bytes)")
+        return name or "<bytes>"
+    _check_file(str(source))
+    return str(source)
+
+
 def _check_bytes(name: str, data: bytes) -> None:
     """A cheap PyAV probe before decord sees in-memory bytes: decord logs an unreadable buffer's
     *content* as its file name, which would pour megabytes of binary onto the terminal."""
     import av
 
-    if not data:
-        raise VideoReadError(name, "empty member (0 bytes)")
     try:
         with av.open(io.BytesIO(data)) as container:
             if not container.streams.video:
@@ -58,10 +67,11 @@ def _check_bytes(name: str, data: bytes) -> None:
     except VideoReadError:
         raise
     except Exception as e:  # av.error.FFmpegError and friends; strerror drops the errno and '<none>' name
-        raise VideoReadError(name, getattr(e, "strerror", None) or _first_line(e)) from None
+        raise VideoReadError(name, getattr(e, "strerror", None) or first_line(e)) from None
 
 
-def _clamp(indices: Sequence[int], num_frames: int) -> np.ndarray:
+def clamp_indices(indices: Sequence[int], num_frames: int) -> np.ndarray:
+    """Frame indices past the last frame (or below 0) moved onto it."""
     return np.clip(np.asarray(indices, dtype=np.int64), 0, num_frames - 1)
 
 
@@ -74,27 +84,25 @@ class DecordReader:
     def __init__(self, source: Source | os.PathLike, name: str = "") -> None:
         import decord
 
+        self.path = _source_name(source, name)
+        target: object = self.path
         if isinstance(source, bytes):
-            self.path = name or "<bytes>"
             _check_bytes(self.path, source)
-            target: object = io.BytesIO(source)
-        else:
-            self.path = target = str(source)
-            _check_file(self.path)
+            target = io.BytesIO(source)
         try:
             self._vr = decord.VideoReader(target, ctx=decord.cpu(0), num_threads=1)
             self.num_frames = len(self._vr)
         except Exception as e:  # decord raises DECORDError / RuntimeError with FFmpeg's message
-            raise VideoReadError(self.path, _first_line(e)) from None
+            raise VideoReadError(self.path, first_line(e)) from None
         if self.num_frames < 1:
             raise VideoReadError(self.path, "no decodable video frames")
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        self.last_indices = _clamp(indices, self.num_frames)
+        self.last_indices = clamp_indices(indices, self.num_frames)
         try:
             return self._vr.get_batch(self.last_indices.tolist()).asnumpy()
         except Exception as e:
-            raise VideoReadError(self.path, f"decode failed: {_first_line(e)}") from None
+            raise VideoReadError(self.path, f"decode failed: {first_line(e)}") from None
 
 
 class PyAVReader:
@@ -104,13 +112,7 @@ class PyAVReader:
     """
 
     def __init__(self, source: Source | os.PathLike, name: str = "") -> None:
-        if isinstance(source, bytes):
-            self.path = name or "<bytes>"
-            if not source:
-                raise VideoReadError(self.path, "empty member (0 bytes)")
-        else:
-            self.path = str(source)
-            _check_file(self.path)
+        self.path = _source_name(source, name)
         self._source = source
         try:
             with self._open() as container:
@@ -125,7 +127,7 @@ class PyAVReader:
         except VideoReadError:
             raise
         except Exception as e:  # av.error.FFmpegError and friends
-            raise VideoReadError(self.path, _first_line(e)) from None
+            raise VideoReadError(self.path, first_line(e)) from None
         if self.num_frames < 1:
             raise VideoReadError(self.path, "no decodable video frames")
 
@@ -137,7 +139,7 @@ class PyAVReader:
         return av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source))
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        wanted = _clamp(indices, self.num_frames)
+        wanted = clamp_indices(indices, self.num_frames)
         last = int(wanted.max())
         frames: dict[int, np.ndarray] = {}
         keep = set(wanted.tolist())
@@ -152,7 +154,7 @@ class PyAVReader:
                         break
         except Exception as e:
             if not frames:
-                raise VideoReadError(self.path, f"decode failed: {_first_line(e)}") from None
+                raise VideoReadError(self.path, f"decode failed: {first_line(e)}") from None
         if not frames:
             raise VideoReadError(self.path, "no frame decoded")
         # A stream that decodes fewer frames than its header claims: clamp to what decoded.
@@ -196,8 +198,3 @@ def read_index_sets(reader: VideoReader, index_sets: Sequence[np.ndarray]) -> li
         pos = np.searchsorted(wanted, idx)
         out.append((decoded[pos], reader.last_indices[pos]))
     return out
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0][:300]
