@@ -19,8 +19,10 @@ import numpy as np
 from benchmarks.common import benchmark_dataset, machine, table, write_feature_cache
 from sfa_cache.cache import layout
 from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.writer import COMPRESSORS, ShardData, read_shard
-from sfa_cache.pipelines.extract import ExtractConfig, run_extract
+from sfa_cache.cache.layout import COMPRESSORS
+from sfa_cache.cache.writer import ShardData, read_shard
+from sfa_cache.pipelines.extract import run_extract
+from sfa_cache.pipelines.job_configs import ExtractConfig
 
 
 def random_reads(root: Path, reads: int, seed: int = 0) -> tuple[float, float]:

@@ -20,8 +20,9 @@ from benchmarks.common import benchmark_dataset, machine, table
 from sfa_cache.distributed import DistInfo, rank_device
 from sfa_cache.models.config import SpatialConfig
 from sfa_cache.models.spatial import SpatialTransformer
-from sfa_cache.pipelines.extract import ExtractConfig, _resolve_amp, run_extract
-from sfa_cache.train.loop import autocast
+from sfa_cache.pipelines.extract import _resolve_amp, run_extract
+from sfa_cache.pipelines.job_configs import ExtractConfig
+from sfa_cache.runtime import autocast
 
 
 def bare_forward(backbone: str, image_size: int, batch_frames: int, device: torch.device, amp: str, seconds: float = 10.0) -> float:

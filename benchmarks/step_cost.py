@@ -28,7 +28,7 @@ from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.cost.regimes import REGIMES, build_regime_model, TrainStep, regime_config, regime_input, spatial_shape
 from sfa_cache.report import human_bytes
-from sfa_cache.train.loop import autocast
+from sfa_cache.runtime import autocast
 
 BACKBONES = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
 CACHED_FRAMES = 128  # the benchmark caches hold this many frames; training samples F of them

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import click
 
-from sfa_cache.cli.main import cli
-from sfa_cache.pipelines.ablate import COLUMNS, run_ablation
 
 
-@cli.command("ablate")
+@click.command("ablate")
 @click.option("--grid", type=click.Path(exists=True, dir_okay=False), required=True, help="Grid file (.json, or .yaml).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for one run per entry and the result tables.")
 @click.option("--devices", help="Comma-separated devices, one entry at a time on each [default: every visible GPU, else cpu].")
@@ -19,6 +17,8 @@ def ablate_cmd(grid: str, out: str, devices: str | None) -> None:
     (top-1, top-5, train time, peak memory, parameters trained). A rerun skips finished
     entries. Example grid (paper Table 1, frozen spatial rows): examples/grids/table1.json.
     """
+    from sfa_cache.pipelines.ablate import COLUMNS, run_ablation
+
     rows = run_ablation(grid, out, devices=devices.split(",") if devices else None)
     width = max(len(r["name"]) for r in rows)
     for r in rows:

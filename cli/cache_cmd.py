@@ -7,18 +7,14 @@ from pathlib import Path
 
 import click
 
-from sfa_cache.cache.export import export_h5
-from sfa_cache.cache.layout import read_cache_index
-from sfa_cache.cache.verify import cache_info, verify_cache
-from sfa_cache.cli.main import cli
 from sfa_cache.cli.options import input_option
-from sfa_cache.data.inputs import INPUT_HELP, read_input
+from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.errors import SfaError
 
 _DIR = click.Path(exists=True, file_okay=False)
 
 
-@cli.group("cache")
+@click.group("cache")
 def cache_group() -> None:
     """Inspect and check feature caches."""
 
@@ -28,6 +24,8 @@ def cache_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info_cmd(cache_dir: str, as_json: bool) -> None:
     """Clips, views, frames, D, dtype, size on disk, fingerprint and failures of CACHE_DIR."""
+    from sfa_cache.cache.verify import cache_info
+
     info = cache_info(cache_dir)
     if as_json:
         click.echo(json.dumps(info))
@@ -43,6 +41,8 @@ def info_cmd(cache_dir: str, as_json: bool) -> None:
 @click.argument("cache_root", type=_DIR)
 def list_cmd(cache_root: str) -> None:
     """The caches under CACHE_ROOT: folder, state, clips, views x frames, source manifest."""
+    from sfa_cache.cache.verify import cache_info
+
     found = False
     for path in sorted(Path(cache_root).iterdir()):
         if not (path / "extract.json").is_file():
@@ -68,6 +68,10 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
 
     Exits non-zero, listing every problem, when anything is wrong.
     """
+    from sfa_cache.cache.layout import read_cache_index
+    from sfa_cache.cache.verify import verify_cache
+    from sfa_cache.data.inputs import read_input
+
     given = None
     if manifest is not None:
         given = read_input(manifest, read_cache_index(cache_dir)["classes"], root, split)
@@ -91,5 +95,7 @@ def export_cmd(cache_dir: str, out: str, fmt: str, compression: str) -> None:
     The layout is in docs/cache-format.md; it is for tools outside this project (training here
     reads the Zarr cache directly).
     """
+    from sfa_cache.cache.export import export_h5
+
     summary = export_h5(cache_dir, out, compression=None if compression == "none" else compression, progress=True)
     click.echo(json.dumps(summary))

@@ -6,7 +6,6 @@ import json
 
 import click
 
-from sfa_cache.cli.main import cli
 from sfa_cache.data import converters
 
 _FILE = click.Path(exists=True, dir_okay=False)
@@ -23,7 +22,7 @@ def _finish(conversion: converters.Conversion, out: str, strict: bool) -> None:
     click.echo(json.dumps(summary))
 
 
-@cli.group("convert")
+@click.group("convert")
 def convert_group() -> None:
     """Turn a dataset's own annotation files into a manifest CSV (path,label[,split]).
 

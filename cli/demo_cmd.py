@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
-from sfa_cache.cli.main import cli
 from sfa_cache.configs import config_from_dict
-from sfa_cache.pipelines.demo import DemoConfig, run_demo
+from sfa_cache.pipelines.job_configs import DemoConfig
 
 D = DemoConfig
 
 
-@cli.command("demo")
+@click.command("demo")
 @click.option("--workdir", type=click.Path(file_okay=False), default=D.workdir, show_default=True,
               help="Where everything goes; rerun with the same folder to reuse finished phases.")
 @click.option("--frames", default=D.frames, show_default=True, help="F: frames of Stage 2 and of the baseline.")
@@ -29,4 +28,6 @@ def demo_cmd(**values: object) -> None:
     On the synthetic dataset, in one command: trains every method, evaluates each on the raw
     validation videos, prints a table (also WORKDIR/results.md) and draws WORKDIR/results.png.
     """
+    from sfa_cache.pipelines.demo import run_demo
+
     click.echo(run_demo(config_from_dict(DemoConfig, values, where="demo options")))

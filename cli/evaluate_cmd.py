@@ -6,13 +6,12 @@ import json
 
 import click
 
-from sfa_cache.cli.main import cli
 from sfa_cache.cli.options import input_option
 from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.errors import SfaError
-from sfa_cache.pipelines.evaluate import EvaluateConfig, predict, run_evaluate
-from sfa_cache.train.loop import AMP_MODES
+from sfa_cache.pipelines.job_configs import EvaluateConfig
+from sfa_cache.runtime import AMP_MODES
 from sfa_cache.video.reader import BACKENDS
 
 E = EvaluateConfig
@@ -32,7 +31,7 @@ def _view_options(f):
     return f
 
 
-@cli.command("evaluate")
+@click.command("evaluate")
 @click.option("--run", "run", type=_RUN, required=True, help="Run directory with spatial weights (Stage 1, baseline or assembled).")
 @input_option(required=True, help=f"The videos to evaluate: {INPUT_HELP}.")
 @click.option("--root", type=_RUN, help="Folder video paths are relative to [default: the CSV's folder].")
@@ -52,11 +51,13 @@ def evaluate_cmd(crops: str, **values: object) -> None:
       sfa-cache evaluate --run runs/s2/assembled --manifest data/val.csv --clips 4 --crops 3
     """
     cfg = config_from_dict(EvaluateConfig, {**values, "crops": int(crops)}, where="evaluate options")
+    from sfa_cache.pipelines.evaluate import run_evaluate
+
     metrics = run_evaluate(cfg)
     click.echo(json.dumps({k: v for k, v in metrics.items() if k != "per_class_top1"}))
 
 
-@cli.command("predict")
+@click.command("predict")
 @click.option("--run", "run", type=_RUN, required=True, help="Run directory with spatial weights.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 @_view_options
@@ -65,6 +66,8 @@ def evaluate_cmd(crops: str, **values: object) -> None:
 def predict_cmd(run: str, videos: tuple[str, ...], clips: int, crops: str, frames: int | None, backend: str,
                 device: str, amp: str, top_k: int, as_json: bool) -> None:
     """Top-k labels with probabilities for each video. Exits 1 if any video could not be read."""
+    from sfa_cache.pipelines.evaluate import predict
+
     results = predict(run, videos, clips=clips, crops=int(crops), top_k=top_k, frames=frames, backend=backend,
                       device=device, amp=amp)
     for r in results:

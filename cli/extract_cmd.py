@@ -6,22 +6,19 @@ import json
 
 import click
 
-from sfa_cache.cache.views import VIEW_MODES
-from sfa_cache.cache.writer import COMPRESSORS, DTYPES
-from sfa_cache.cli.main import cli
+from sfa_cache.cache.layout import COMPRESSORS, DTYPES, VIEW_MODES
 from sfa_cache.cli.options import input_option
 from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
-from sfa_cache.distributed import dist_info
-from sfa_cache.pipelines.extract import ExtractConfig, run_extract
-from sfa_cache.train.loop import AMP_MODES
+from sfa_cache.pipelines.job_configs import ExtractConfig
+from sfa_cache.runtime import AMP_MODES
 from sfa_cache.video.reader import BACKENDS
 
 E = ExtractConfig
 _FILE = click.Path(exists=True, dir_okay=False)
 
 
-@cli.command("extract")
+@click.command("extract")
 @input_option(required=True, help=f"The videos to cache: {INPUT_HELP}.")
 @click.option("--cache-root", type=click.Path(file_okay=False), required=True,
               help="Folder holding caches; the cache goes in a subfolder named by its content key.")
@@ -71,6 +68,9 @@ def extract_cmd(no_progress: bool, eval_crops: str, **values: object) -> None:
     """
     cfg = config_from_dict(ExtractConfig, {**values, "eval_crops": int(eval_crops), "progress": not no_progress},
                            where="extract options")
+    from sfa_cache.distributed import dist_info
+    from sfa_cache.pipelines.extract import run_extract
+
     result = run_extract(cfg)
     if dist_info().is_main:  # under torchrun, rank 0 speaks for the whole job
         click.echo(json.dumps(result.summary()))

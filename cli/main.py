@@ -1,4 +1,9 @@
-"""`sfa-cache`: the command-line interface. Each command parses options and calls one pipeline."""
+"""`sfa-cache`: the command-line interface. Each command parses options and calls one pipeline.
+
+The command modules import only click and the torch-free config dataclasses at the top; each
+imports its pipeline when it runs. So `sfa-cache --help` (and every `CMD --help`) appears at once
+instead of after seconds of loading torch, timm and zarr (tests/test_cli_start.py checks it).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,27 @@ import logging
 from typing import Any
 
 import click
-from click.core import ParameterSource
 
+from sfa_cache.cli.ablate_cmd import ablate_cmd
+from sfa_cache.cli.cache_cmd import cache_group
+from sfa_cache.cli.convert_cmd import convert_group
+from sfa_cache.cli.demo_cmd import demo_cmd
+from sfa_cache.cli.evaluate_cmd import evaluate_cmd, predict_cmd
+from sfa_cache.cli.extract_cmd import extract_cmd
+from sfa_cache.cli.pack_cmd import pack_wds_cmd
+from sfa_cache.cli.plan_cmd import plan_cmd
+from sfa_cache.cli.stage1_cmd import stage1_cmd
+from sfa_cache.cli.synthetic_cmd import make_synthetic_cmd
+from sfa_cache.cli.train_temporal_cmd import assemble_cmd, train_temporal_cmd
 from sfa_cache.errors import SfaError
 
 
 class SfaGroup(click.Group):
-    """Turns `SfaError` (a user mistake or bad input) into a one-line error and exit code 1."""
+    """Turns `SfaError` (a user mistake or bad input) into a one-line error and exit code 1, and
+    lists the commands in the order they were added (the recipe's), not alphabetically."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -35,14 +54,7 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
 
 
-def explicit_params(ctx: click.Context) -> dict[str, Any]:
-    """Options the user actually gave (command line or environment), not click defaults."""
-    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    return {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) in given}
-
-
-# Commands register themselves on `cli` when their modules are imported.
-from sfa_cache.cli import (  # noqa: E402,F401
-    ablate_cmd, cache_cmd, convert_cmd, demo_cmd, evaluate_cmd, extract_cmd, pack_cmd, plan_cmd, stage1_cmd,
-    synthetic_cmd, train_temporal_cmd,
-)
+# In the order of the recipe, which `sfa-cache --help` keeps.
+for command in (make_synthetic_cmd, convert_group, pack_wds_cmd, stage1_cmd, extract_cmd, cache_group, train_temporal_cmd,
+                assemble_cmd, evaluate_cmd, predict_cmd, ablate_cmd, demo_cmd, plan_cmd):
+    cli.add_command(command)

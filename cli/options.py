@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import click
+from click.core import ParameterSource
 
-from sfa_cache.train.loop import AMP_MODES, OptimConfig
-from sfa_cache.train.optim import OPTIMIZERS
+from sfa_cache.runtime import AMP_MODES
+from sfa_cache.train.optim import OPTIMIZERS, OptimConfig
 
 F = TypeVar("F", bound=Callable)
 O = OptimConfig
+
+
+def explicit_params(ctx: click.Context) -> dict[str, Any]:
+    """Options the user actually gave (command line or environment), not click defaults."""
+    given = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) in given}
+
 
 def input_option(prefix: str = "", *, required: bool = False, help: str) -> Callable[[F], F]:
     """`--{prefix}manifest` and its aliases `--{prefix}wds` / `--{prefix}h5`: one option that takes

@@ -8,16 +8,11 @@ from typing import Optional
 
 import click
 
-from sfa_cache.cli.main import cli
-from sfa_cache.data.inputs import input_name
-from sfa_cache.data.manifest import infer_classes, read_classes_file, read_manifest
-from sfa_cache.data.pack_wds import pack_wds
-from sfa_cache.report import parse_size
 
 _FILE = click.Path(exists=True, dir_okay=False)
 
 
-@cli.command("pack-wds")
+@click.command("pack-wds")
 @click.option("--manifest", type=_FILE, required=True, help="CSV with path,label[,split] of the videos to pack.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the shards (created; a rerun finishes it).")
 @click.option("--shard-size", default="1GB", show_default=True, help="Largest shard size (e.g. 1GB, 500MiB).")
@@ -38,6 +33,11 @@ def pack_wds_cmd(manifest: str, out: str, shard_size: str, prefix: Optional[str]
       sfa-cache pack-wds --manifest data/train.csv --out shards --shard-size 1GB
       sfa-cache stage1 --train-wds 'shards/train-{000000..000012}.tar' ...
     """
+    from sfa_cache.data.inputs import input_name
+    from sfa_cache.data.manifest import infer_classes, read_classes_file, read_manifest
+    from sfa_cache.data.pack_wds import pack_wds
+    from sfa_cache.report import parse_size
+
     class_list = read_classes_file(classes) if classes else infer_classes(manifest)
     m = read_manifest(manifest, class_list, root, split)
     result = pack_wds(m, out, parse_size(shard_size), prefix=prefix or input_name(manifest), progress=not no_progress)

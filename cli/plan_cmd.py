@@ -6,16 +6,15 @@ import json
 
 import click
 
-from sfa_cache.cli.main import cli
 from sfa_cache.configs import config_from_dict
-from sfa_cache.pipelines.plan import PlanConfig, rows_as_json, run_plan
-from sfa_cache.train.loop import AMP_MODES
+from sfa_cache.pipelines.job_configs import PlanConfig
+from sfa_cache.runtime import AMP_MODES
 from sfa_cache.train.optim import OPTIMIZERS
 
 P = PlanConfig
 
 
-@cli.command("plan")
+@click.command("plan")
 @click.option("--budget", default=P.budget, show_default=True, help="GPU memory per process: 12GiB, 16GB, 800MiB ...")
 @click.option("--backbone", "backbones", multiple=True, default=P.backbones, show_default=True,
               help="timm ViT of the spatial transformer (repeat for several).")
@@ -38,6 +37,8 @@ def plan_cmd(as_json: bool, **values: object) -> None:
       sfa-cache plan --budget 12GiB
       sfa-cache plan --budget 24GB --backbone vit_large_patch16_224 --amp none
     """
+    from sfa_cache.pipelines.plan import rows_as_json, run_plan
+
     values["backbones"] = tuple(values["backbones"])
     text, rows = run_plan(config_from_dict(PlanConfig, values, where="plan options"))
     click.echo(json.dumps(rows_as_json(rows), indent=2) if as_json else text)

@@ -6,18 +6,17 @@ import json
 
 import click
 
-from sfa_cache.cli.main import cli, explicit_params
-from sfa_cache.cli.options import allow_world_size_change_option, input_option, optim_options
+from sfa_cache.cli.options import allow_world_size_change_option, explicit_params, input_option, optim_options
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.models.config import TEMPORAL_PRESETS
-from sfa_cache.pipelines.stage1 import PRESETS, Stage1Config, resolve_config, run_stage1
+from sfa_cache.pipelines.job_configs import PRESETS, Stage1Config, resolve_stage1_config
 from sfa_cache.video.reader import BACKENDS
 
 S = Stage1Config
 _FILE = click.Path(exists=True, dir_okay=False)
 
 
-@cli.command("stage1")
+@click.command("stage1")
 @input_option("train-", required=True, help=f"Training videos: {INPUT_HELP}.")
 @input_option("val-", help="Validation videos (evaluated every epoch), in any of the same forms.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to create (or --resume).")
@@ -70,6 +69,8 @@ def stage1_cmd(ctx: click.Context, resume: bool, **_: object) -> None:
     values.pop("resume", None)  # how to run, not what to run
     if values.get("clip_grad") == 0:
         values["clip_grad"] = None
-    cfg = resolve_config(values)
+    cfg = resolve_stage1_config(values)
+    from sfa_cache.pipelines.stage1 import run_stage1
+
     last = run_stage1(cfg, resume=resume)
     click.echo(json.dumps({"out": cfg.out, **{k: v for k, v in last.items() if k != "kind"}}, indent=None))

@@ -7,13 +7,12 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from sfa_cache.cli.main import cli
 from sfa_cache.data.synthetic import CLASSES, SyntheticConfig, make_synthetic
 
 _D = SyntheticConfig
 
 
-@cli.command("make-synthetic")
+@click.command("make-synthetic")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--train-per-class", default=_D.train_per_class, show_default=True, help="Training clips per class.")
 @click.option("--val-per-class", default=_D.val_per_class, show_default=True, help="Validation clips per class.")
@@ -30,6 +29,7 @@ def make_synthetic_cmd(out: Path, **options: int) -> None:
     which often miss the flash. Rerunning with the same options finishes an interrupted dataset.
     """
     cfg = SyntheticConfig(**options)
+    cfg.validate()  # before the progress bar: a bad option is one clean line
     total = (cfg.train_per_class + cfg.val_per_class) * len(CLASSES)
     with tqdm(total=total, desc="make-synthetic", unit="clip", dynamic_ncols=True) as bar:
         manifests = make_synthetic(out, cfg, progress=bar.update)

@@ -6,17 +6,15 @@ import json
 
 import click
 
-from sfa_cache.cli.main import cli, explicit_params
-from sfa_cache.cli.options import allow_world_size_change_option, optim_options
+from sfa_cache.cli.options import allow_world_size_change_option, explicit_params, optim_options
 from sfa_cache.models.config import ADAPTER_KINDS, TEMPORAL_PRESETS
-from sfa_cache.pipelines.assemble import assemble
-from sfa_cache.pipelines.train_temporal import TEMPORAL_INITS, TrainTemporalConfig, resolve_config, run_train_temporal
+from sfa_cache.pipelines.job_configs import TEMPORAL_INITS, TrainTemporalConfig, resolve_train_temporal_config
 
 T = TrainTemporalConfig
 _DIR = click.Path(exists=True, file_okay=False)
 
 
-@cli.command("train-temporal")
+@click.command("train-temporal")
 @click.option("--train-cache", type=_DIR, required=True, help="Feature cache of the training clips (sfa-cache extract).")
 @click.option("--val-cache", type=_DIR, help="Feature cache of the evaluation clips (--mode eval), evaluated every epoch.")
 @click.option("--stage1", type=_DIR, help="Stage-1 run: initialises the temporal transformer; its fingerprint must match the cache.")
@@ -55,12 +53,14 @@ def train_temporal_cmd(ctx: click.Context, resume: bool, no_assemble: bool, **_:
     values.pop("no_assemble", None)
     if values.get("clip_grad") == 0:
         values["clip_grad"] = None
-    cfg = resolve_config({**values, "assemble": not no_assemble})
+    cfg = resolve_train_temporal_config({**values, "assemble": not no_assemble})
+    from sfa_cache.pipelines.train_temporal import run_train_temporal
+
     last = run_train_temporal(cfg, resume=resume)
     click.echo(json.dumps({"out": cfg.out, **{k: v for k, v in last.items() if k != "kind"}}))
 
 
-@cli.command("assemble")
+@click.command("assemble")
 @click.argument("stage2_run", type=_DIR)
 @click.option("--out", type=click.Path(file_okay=False), help="Where to write it [default: STAGE2_RUN/assembled].")
 @click.option("--spatial-run", type=_DIR, help="Take the spatial weights from this run [default: the Stage-1 run of STAGE2_RUN].")
@@ -68,6 +68,7 @@ def assemble_cmd(stage2_run: str, out: str | None, spatial_run: str | None) -> N
     """Join Stage-1 spatial and Stage-2 adapter + temporal weights into one end-to-end run."""
     from pathlib import Path
 
+    from sfa_cache.pipelines.assemble import assemble
     from sfa_cache.pipelines.train_temporal import ASSEMBLED_DIR
 
     path = assemble(stage2_run, out or Path(stage2_run) / ASSEMBLED_DIR, spatial_run=spatial_run)

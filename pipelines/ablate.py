@@ -29,7 +29,8 @@ import torch
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.errors import SfaError
-from sfa_cache.pipelines.train_temporal import check_inputs, resolve_config, run_train_temporal
+from sfa_cache.pipelines.job_configs import resolve_train_temporal_config
+from sfa_cache.pipelines.train_temporal import check_inputs, run_train_temporal
 from sfa_cache.report import markdown_table
 from sfa_cache.train.run_dir import read_metrics
 
@@ -93,7 +94,7 @@ def expand_grid(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
                                "from --devices, and every entry trains to the end)")
         settings.setdefault("assemble", False)
         try:  # fail on a typo or a wrong cache before hours of training
-            check_inputs(resolve_config({**settings, "out": "unused"}))
+            check_inputs(resolve_train_temporal_config({**settings, "out": "unused"}))
         except SfaError as e:
             raise SfaError(f"{path}, entry {name}: {e}") from None
         entries.append((name, settings))
@@ -110,7 +111,7 @@ def _train_entry(name: str, settings: dict[str, Any], out: str, device: str) -> 
     try:
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
-        cfg = resolve_config({**settings, "out": out, "device": device})
+        cfg = resolve_train_temporal_config({**settings, "out": out, "device": device})
         last = run_train_temporal(cfg, resume=(Path(out) / "config.json").is_file())
         epochs = [r for r in read_metrics(out) if r.get("kind") == "epoch"]
         if not epochs or epochs[-1]["epoch"] != cfg.optim.epochs:

@@ -20,16 +20,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.configs import config_to_dict
-from sfa_cache.data.loaders import resolve_device
+from sfa_cache.runtime import resolve_device
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.errors import SfaError
 from sfa_cache.fresh_process import run_in_fresh_process
+from sfa_cache.pipelines.job_configs import (DemoConfig, EvaluateConfig, ExtractConfig, resolve_stage1_config,
+                                            resolve_train_temporal_config)
 from sfa_cache.plot import curves_and_bars_png
 from sfa_cache.report import markdown_table
 from sfa_cache.train.image_pretrain import ImagePretrainConfig, pretrain_on_synthetic_frames
@@ -38,30 +39,6 @@ from sfa_cache.train.run_dir import read_metrics
 log = logging.getLogger("sfa_cache")
 PHASES_FILE = "phases.json"
 
-
-@dataclass
-class DemoConfig:
-    workdir: str = "sfa-demo"
-    frames: int = 32  # F: extraction, Stage 2 and the baseline
-    stage1_frames: int = 8
-    epochs: int = 8  # Stage 1 and the baseline: the same budget
-    stage2_epochs: int = 30  # on the cache an epoch costs ~1 s: Stage 2 can afford more than Stage 1
-    backbone: str = "vit_tiny_patch16_224"
-    image_size: int = 32
-    pretrain_steps: int = 800
-    batch_size: int = 16
-    lr: float = 1e-3  # AdamW; the temporal transformer's
-    spatial_lr_scale: float = 0.05  # the pre-trained spatial ViT is fine-tuned at lr x this (at 1x it is wrecked)
-    temporal_depth: int = 2  # Stage 1, Stage 2 and the baseline (depth 2 learns faster than 4 on 280 clips)
-    temporal_pos_std: float = 1.0  # at ViT's 0.02 the frame order (left vs right) is not learnt in 8 epochs
-    color_jitter_prob: float = 0.0  # brightness jitter blurs white (flash) vs coloured
-    stage2_lr: float = 1e-3  # 2e-3 lets the fresh MLP adapter wreck the Stage-1 temporal init (SFA 53.6 vs 91.7)
-    stage2_batch_size: int = 16
-    train_per_class: int = 40  # make-synthetic defaults
-    val_per_class: int = 12
-    device: str = "auto"
-    num_workers: int = 2
-    seed: int = 0
 
 
 # --- phases (each runs in its own process and returns a small JSON-able dict) ------------------
@@ -72,9 +49,9 @@ def _phase_image(cfg: DemoConfig, work: Path) -> dict[str, Any]:
 
 
 def _phase_stage1(cfg: DemoConfig, work: Path, name: str, frames: int) -> dict[str, Any]:
-    from sfa_cache.pipelines.stage1 import resolve_config, run_stage1
+    from sfa_cache.pipelines.stage1 import run_stage1
 
-    s1 = resolve_config(dict(
+    s1 = resolve_stage1_config(dict(
         train_manifest=str(work / "data" / "train.csv"), val_manifest=str(work / "data" / "val.csv"), out=str(work / name),
         backbone=cfg.backbone, image_size=cfg.image_size, backbone_weights=str(work / "image-weights.safetensors"),
         frames=frames, flip_prob=0.0, color_jitter_prob=cfg.color_jitter_prob, temporal_depth=cfg.temporal_depth,
@@ -84,7 +61,7 @@ def _phase_stage1(cfg: DemoConfig, work: Path, name: str, frames: int) -> dict[s
 
 
 def _phase_extract(cfg: DemoConfig, work: Path) -> dict[str, Any]:
-    from sfa_cache.pipelines.extract import ExtractConfig, run_extract
+    from sfa_cache.pipelines.extract import run_extract
 
     common = dict(model=str(work / "stage1"), cache_root=str(work / "caches"), frames=cfg.frames, flip_prob=0.0,
                   num_workers=cfg.num_workers, device=cfg.device, seed=cfg.seed)
@@ -94,10 +71,10 @@ def _phase_extract(cfg: DemoConfig, work: Path) -> dict[str, Any]:
 
 
 def _phase_stage2(cfg: DemoConfig, work: Path, name: str, adapter: str, init: str) -> dict[str, Any]:
-    from sfa_cache.pipelines.train_temporal import resolve_config, run_train_temporal
+    from sfa_cache.pipelines.train_temporal import run_train_temporal
 
     caches = json.loads((work / PHASES_FILE).read_text())["extract"]["result"]
-    s2 = resolve_config(dict(
+    s2 = resolve_train_temporal_config(dict(
         train_cache=caches["train"], val_cache=caches["val"], stage1=str(work / "stage1"), out=str(work / name),
         temporal_init=init, adapter=adapter, frames=cfg.frames, epochs=cfg.stage2_epochs, optimizer="adamw",
         lr=cfg.stage2_lr, warmup_epochs=1, weight_decay=0.05, batch_size=cfg.stage2_batch_size,
@@ -106,7 +83,7 @@ def _phase_stage2(cfg: DemoConfig, work: Path, name: str, adapter: str, init: st
 
 
 def _phase_evaluate(cfg: DemoConfig, work: Path) -> dict[str, Any]:
-    from sfa_cache.pipelines.evaluate import EvaluateConfig, run_evaluate
+    from sfa_cache.pipelines.evaluate import run_evaluate
 
     out = {}
     for method, run in METHOD_RUNS.items():

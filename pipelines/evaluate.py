@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -20,49 +19,19 @@ from tqdm import tqdm
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import input_name, read_input
-from sfa_cache.data.loaders import resolve_device, video_loader
+from sfa_cache.data.loaders import video_loader
+from sfa_cache.runtime import resolve_device
 from sfa_cache.data.video_dataset import (EpochSampler, MultiViewClipDataset, MultiViewSpec, collate_items_skip_failed,
                                          multi_view_clip)
 from sfa_cache.errors import SfaError, VideoReadError
 from sfa_cache.models.vivit import ViViTFE, load_model
-from sfa_cache.train.loop import AMP_MODES, BAR_INTERVAL, autocast
+from sfa_cache.pipelines.job_configs import EvaluateConfig
+from sfa_cache.runtime import BAR_INTERVAL, autocast
 from sfa_cache.train.metrics import confusion_matrix, per_class_accuracy, topk_correct
 from sfa_cache.train.run_dir import FAILURES_FILE, read_run_config
-from sfa_cache.video.reader import BACKENDS
 
 log = logging.getLogger("sfa_cache")
 
-
-@dataclass
-class EvaluateConfig:
-    run: str
-    manifest: str
-    root: Optional[str] = None
-    split: Optional[str] = None
-    clips: int = 1
-    crops: int = 1
-    frames: Optional[int] = None  # default: the model's own
-    batch_size: int = 4
-    num_workers: int = 2
-    decode_timeout: float = 60.0  # seconds per video (all its views) before its decoder is killed; 0: none
-    backend: str = "decord"
-    device: str = "auto"
-    amp: str = "none"
-    out: Optional[str] = None  # default: RUN/eval/<manifest>-<clips>x<crops>
-
-    def validate(self) -> None:
-        if self.clips < 1:
-            raise SfaError(f"--clips must be >= 1, got {self.clips}")
-        if self.crops not in (1, 3):
-            raise SfaError(f"--crops must be 1 or 3, got {self.crops}")
-        if self.frames is not None and self.frames < 1:
-            raise SfaError(f"--frames must be >= 1, got {self.frames}")
-        if self.backend not in BACKENDS:
-            raise SfaError(f"unknown video backend {self.backend!r}")
-        if self.decode_timeout < 0:
-            raise SfaError("--decode-timeout must be >= 0")
-        if self.amp not in AMP_MODES:
-            raise SfaError(f"--amp must be one of {', '.join(AMP_MODES)}")
 
 
 def load_for_inference(run: str | Path, frames: Optional[int], device: torch.device) -> tuple[ViViTFE, list[str]]:

@@ -23,8 +23,7 @@ from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.cache import layout
 from sfa_cache.cache.extractor import ExtractorConfig, ShardExtractor
 from sfa_cache.models.fingerprint import preprocessing, spatial_fingerprint
-from sfa_cache.cache.views import VIEW_MODES, ViewSpec
-from sfa_cache.cache.writer import COMPRESSORS, DTYPES
+from sfa_cache.cache.views import ViewSpec
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.failures import read_failures
 from sfa_cache.data.inputs import describe_input, input_name, read_input
@@ -35,74 +34,13 @@ from sfa_cache.models.config import SpatialConfig
 from sfa_cache.models.sources import build_backbone_spatial
 from sfa_cache.models.spatial import SpatialTransformer
 from sfa_cache.models.vivit import load_spatial
-from sfa_cache.train.loop import AMP_MODES
+from sfa_cache.pipelines.job_configs import ExtractConfig
+from sfa_cache.runtime import check_amp
 from sfa_cache.train.run_dir import library_versions, read_run_config
-from sfa_cache.video.reader import BACKENDS
 from sfa_cache.video.transforms import AugmentConfig
 
 log = logging.getLogger("sfa_cache")
 
-
-@dataclass
-class ExtractConfig:
-    """Everything `sfa-cache extract` takes."""
-
-    manifest: str  # a CSV, WebDataset shards ('shards/train-{000000..000099}.tar') or an HDF5 frame file
-    cache_root: str
-    # The spatial model: a Stage-1 (or assembled) run directory, or a bare timm backbone.
-    model: Optional[str] = None
-    backbone: Optional[str] = None
-    backbone_weights: Optional[str] = None
-    pretrained: bool = False
-    image_size: int = 224  # for --backbone only; a --model run brings its own
-    root: Optional[str] = None
-    classes: Optional[str] = None  # default: the run's classes, else inferred from the manifest
-    split: Optional[str] = None
-    # What is cached.
-    frames: int = 128
-    mode: str = "train"  # train: augmented views; eval: centre view or 3 crops
-    views: int = 1
-    eval_crops: int = 1
-    color_jitter_prob: float = 0.8
-    flip_prob: float = 0.5  # 0 for datasets with left/right classes
-    seed: int = 0
-    dtype: str = "float16"
-    compressor: str = "blosc"  # lz4 + byte shuffle: smallest and fastest to read (docs/benchmarks.md)
-    clips_per_shard: int = 256
-    amp: str = "auto"  # auto: bf16 on CUDA, none on CPU
-    backend: str = "decord"
-    # How it runs (no effect on the values).
-    batch_frames: int = 256
-    device: str = "auto"
-    num_workers: int = 4
-    decode_timeout: float = 60.0  # seconds per clip; 0 disables
-    strict: bool = False
-    progress: bool = True
-
-    def validate(self) -> None:
-        if (self.model is None) == (self.backbone is None):
-            raise SfaError("give exactly one of --model (a Stage-1 or assembled run directory) or --backbone (a timm model name)")
-        if self.model is not None and (self.backbone_weights or self.pretrained):
-            raise SfaError("--backbone-weights / --pretrained go with --backbone, not --model")
-        checks = [
-            (self.frames >= 1, f"--frames must be >= 1, got {self.frames}"),
-            (self.mode in VIEW_MODES, f"--mode must be one of {', '.join(VIEW_MODES)}, got {self.mode!r}"),
-            (self.views >= 1, f"--views must be >= 1, got {self.views}"),
-            (self.eval_crops in (1, 3), f"--eval-crops must be 1 or 3, got {self.eval_crops}"),
-            (self.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}"),
-            (self.compressor in COMPRESSORS, f"--compressor must be one of {', '.join(COMPRESSORS)}"),
-            (self.clips_per_shard >= 1, "--clips-per-shard must be >= 1"),
-            (self.batch_frames >= 1, "--batch-frames must be >= 1"),
-            (self.amp in AMP_MODES + ("auto",), f"--amp must be auto or one of {', '.join(AMP_MODES)}"),
-            (self.backend in BACKENDS, f"unknown video backend {self.backend!r}; choose one of {', '.join(BACKENDS)}"),
-            (self.decode_timeout >= 0, "--decode-timeout must be >= 0"),
-            (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SfaError(message)
-        if self.mode == "eval" and self.views != 1:
-            raise SfaError("--views is for --mode train; evaluation caches take --eval-crops 1 or 3")
 
 
 @dataclass
@@ -148,8 +86,7 @@ def load_source(cfg: ExtractConfig) -> tuple[SpatialTransformer, SpatialConfig, 
 def _resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
         return "bf16" if device.type == "cuda" else "none"
-    if amp == "fp16" and device.type != "cuda":
-        raise SfaError("--amp fp16 needs a CUDA device; use bf16 or none on CPU")
+    check_amp(amp, device)
     return amp
 
 

@@ -8,42 +8,20 @@ The output says which it did.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
 from sfa_cache.cost.plan import PlanRow, plan_frames
 from sfa_cache.cost.regimes import REGIME_LABELS
-from sfa_cache.data.loaders import resolve_device
+from sfa_cache.runtime import resolve_device
 from sfa_cache.errors import SfaError
 from sfa_cache.report import human_bytes, markdown_table, parse_size
-from sfa_cache.train.loop import AMP_MODES
-from sfa_cache.train.optim import OPTIMIZERS
+from sfa_cache.pipelines.job_configs import PlanConfig
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class PlanConfig:
-    budget: str = "12GiB"
-    backbones: tuple[str, ...] = ("vit_base_patch16_224", "vit_large_patch16_224")
-    image_size: int = 224
-    amp: str = "bf16"  # what Stage 1 / Stage 2 use on CUDA with --amp auto
-    optimizer: str = "sgd"
-    temporal_depth: int = 4
-    estimate: bool = False  # estimate even when a GPU is there
-    device: str = "auto"
-    step: int = 8  # frame counts tried are multiples of this
-    cap: int = 4096  # the largest frame count tried
-
-    def validate(self) -> None:
-        if self.amp not in AMP_MODES:
-            raise SfaError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise SfaError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if not self.backbones:
-            raise SfaError("name at least one --backbone")
 
 
 def run_plan(cfg: PlanConfig) -> tuple[str, list[PlanRow]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,74 +19,25 @@ from safetensors.torch import load_file
 
 from sfa_cache.cache.dataset import CachedFeatureDataset, check_frames
 from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.configs import config_from_dict, config_to_dict
+from sfa_cache.configs import config_to_dict
 from sfa_cache.data.loaders import make_loader
 from sfa_cache.data.video_dataset import EpochSampler
 from sfa_cache.distributed import barrier, start_processes
 from sfa_cache.errors import SfaError
-from sfa_cache.models.config import (ADAPTER_KINDS, AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig,
+from sfa_cache.models.config import (AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig,
                                      temporal_preset)
 from sfa_cache.models.vivit import MODEL_FILE, ViViTFE, checkpoint_filter_fn, read_model_config, read_spatial_fingerprint
 from sfa_cache.pipelines.assemble import assemble
+from sfa_cache.pipelines.job_configs import TRAIN_TEMPORAL_RUNTIME_KEYS, TrainTemporalConfig
 from sfa_cache.train import run_dir as rd
 from sfa_cache.train.fit import begin_run, fit
-from sfa_cache.train.loop import OptimConfig, Trainer
+from sfa_cache.train.loop import Trainer
 from sfa_cache.train.optim import trainable_count
 
 log = logging.getLogger("sfa_cache")
 
-TEMPORAL_INITS = ("stage1", "scratch")
-RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "log_every", "stop_after", "assemble", "allow_world_size_change"})
 ASSEMBLED_DIR = "assembled"
 
-
-@dataclass
-class TrainTemporalConfig:
-    """Everything `sfa-cache train-temporal` takes; saved under 'train' in the run's config.json."""
-
-    train_cache: str
-    out: str
-    val_cache: Optional[str] = None
-    stage1: Optional[str] = None  # the Stage-1 run: temporal initialisation and spatial weights
-    temporal_init: str = "stage1"  # stage1 | scratch (the ablation)
-    frames: int = 32  # a uniform subset of the cached frames per clip
-    adapter: str = "mlp"  # none | mlp (the paper's) | residual
-    adapter_hidden: Optional[int] = None
-    temporal_depth: Optional[int] = None  # scratch without a Stage-1 run: default 4
-    temporal_preset: Optional[str] = None  # scratch without a Stage-1 run: B | L | H | g
-    drop_path: float = 0.0
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    device: str = "auto"
-    num_workers: int = 2
-    seed: int = 0
-    log_every: int = 50
-    stop_after: Optional[int] = None
-    allow_world_size_change: bool = False  # resume with another number of torchrun processes
-    assemble: bool = True  # write OUT/assembled when training is complete
-
-    def validate(self) -> None:
-        if self.temporal_init not in TEMPORAL_INITS:
-            raise SfaError(f"--temporal-init must be one of {', '.join(TEMPORAL_INITS)}, got {self.temporal_init!r}")
-        if self.temporal_init == "stage1" and self.stage1 is None:
-            raise SfaError("--temporal-init stage1 needs --stage1 RUN (or use --temporal-init scratch)")
-        if self.adapter not in ADAPTER_KINDS:
-            raise SfaError(f"--adapter must be one of {', '.join(ADAPTER_KINDS)}, got {self.adapter!r}")
-        if self.frames < 1:
-            raise SfaError(f"--frames must be >= 1, got {self.frames}")
-        if self.stage1 is not None and (self.temporal_depth or self.temporal_preset):
-            raise SfaError("the temporal architecture comes from --stage1; --temporal-depth / --temporal-preset "
-                           "are for training from scratch without a Stage-1 run")
-        if self.stop_after is not None and self.stop_after < 1:
-            raise SfaError("--stop-after must be >= 1")
-        self.optim.validate()
-
-
-def resolve_config(values: dict[str, Any]) -> TrainTemporalConfig:
-    """Flat option values (optimiser keys go into `optim`) -> a checked config."""
-    values = dict(values)
-    optim_keys = {f.name for f in dataclasses.fields(OptimConfig)}
-    values["optim"] = {k: values.pop(k) for k in list(values) if k in optim_keys}
-    return config_from_dict(TrainTemporalConfig, values, where="train-temporal options")
 
 
 def open_caches(cfg: TrainTemporalConfig) -> tuple[FeatureCache, Optional[FeatureCache]]:
@@ -179,7 +129,7 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
     if cfg.temporal_init == "stage1":
         init_from_stage1(model, cfg.stage1, classes)
     resuming = rd.prepare_run_dir(cfg.out, kind="stage2", train_config=config_to_dict(cfg), resume=resume,
-                                  runtime_keys=RUNTIME_KEYS)
+                                  runtime_keys=TRAIN_TEMPORAL_RUNTIME_KEYS)
 
     out = Path(cfg.out)
     info, device = start_processes(cfg.device)

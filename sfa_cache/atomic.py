@@ -1,7 +1,7 @@
 """Atomic file writes: write to a temp file in the same directory, fsync, then `os.replace`.
 
 A crash at any moment leaves either the old file or the new one under the final name, never a
-half-written one (the run-directory contract in ARCHITECTURE.md).
+half-written one (the run-directory contract in docs/architecture.md).
 """
 
 from __future__ import annotations

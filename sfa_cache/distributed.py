@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from sfa_cache.data.loaders import resolve_device
+from sfa_cache.runtime import resolve_device
 from sfa_cache.errors import SfaError
 
 

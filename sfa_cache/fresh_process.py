@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from sfa_cache.errors import SfaError
-from sfa_cache.train.run_dir import peak_memory_mb
+from sfa_cache.runtime import peak_memory_mb
 
 
 @dataclass

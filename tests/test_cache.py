@@ -17,7 +17,8 @@ from sfa_cache.atomic import atomic_write_json
 from sfa_cache.cache import layout
 from sfa_cache.cache.batching import FrameBatcher
 from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.writer import COMPRESSORS, ShardData, read_shard, write_shard
+from sfa_cache.cache.layout import COMPRESSORS
+from sfa_cache.cache.writer import ShardData, read_shard, write_shard
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.video.transforms import eval_crops, eval_transform
 

@@ -18,7 +18,7 @@ from sfa_cache.cost.plan import largest_fitting, measure_step_memory
 from sfa_cache.report import parse_size
 from sfa_cache.cost.regimes import TrainStep, build_regime_model, regime_config, regime_forward, regime_input
 from sfa_cache.errors import SfaError
-from sfa_cache.train.loop import autocast
+from sfa_cache.runtime import autocast
 from tests.conftest import TINY_BACKBONE
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from sfa_cache.pipelines.extract import ExtractConfig, run_extract
+from sfa_cache.pipelines.extract import run_extract
+from sfa_cache.pipelines.job_configs import ExtractConfig
 from tests.conftest import TINY_BACKBONE
 
 

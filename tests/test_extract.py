@@ -25,7 +25,8 @@ from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import infer_classes, read_manifest
 from sfa_cache.errors import SfaError
 from sfa_cache.models.vivit import load_spatial, read_spatial_fingerprint
-from sfa_cache.pipelines.extract import ExtractConfig, run_extract
+from sfa_cache.pipelines.extract import run_extract
+from sfa_cache.pipelines.job_configs import ExtractConfig
 from sfa_cache.video.reader import open_video
 from sfa_cache.video.sampling import uniform_indices
 from sfa_cache.video.transforms import AugmentConfig, eval_crops, train_transform

@@ -27,7 +27,8 @@ from sfa_cache.data.manifest import infer_classes, manifest_digest, read_manifes
 from sfa_cache.data.pack_wds import pack_wds
 from sfa_cache.data.video_dataset import ClipSpec, VideoClipDataset
 from sfa_cache.errors import SfaError
-from sfa_cache.pipelines.extract import ExtractConfig, run_extract
+from sfa_cache.pipelines.extract import run_extract
+from sfa_cache.pipelines.job_configs import ExtractConfig
 from sfa_cache.video.h5_reader import close_h5_files
 from sfa_cache.video.reader import open_video
 from sfa_cache.video.transforms import AugmentConfig

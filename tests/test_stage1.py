@@ -17,7 +17,9 @@ from conftest import TINY_BACKBONE
 from sfa_cache.cli.main import cli
 from sfa_cache.errors import SfaError
 from sfa_cache.models.vivit import load_model
-from sfa_cache.pipelines.stage1 import Stage1Config, resolve_config, run_stage1
+from sfa_cache.configs import config_to_dict
+from sfa_cache.pipelines.job_configs import Stage1Config, resolve_stage1_config
+from sfa_cache.pipelines.stage1 import run_stage1
 from sfa_cache.train.run_dir import load_train_state, read_metrics, read_run_config
 
 
@@ -38,7 +40,7 @@ def _cfg(train: Path, out: Path, **over) -> Stage1Config:
         warmup_epochs=1, num_workers=0, color_jitter_prob=0.0, log_every=1,
     )
     values.update(over)
-    return resolve_config(values)
+    return resolve_stage1_config(values)
 
 
 def test_tiny_stage1_lowers_the_loss_and_writes_a_loadable_run(two_class: Path, tmp_path: Path) -> None:
@@ -52,6 +54,7 @@ def test_tiny_stage1_lowers_the_loss_and_writes_a_loadable_run(two_class: Path, 
         assert (out / name).is_file(), name
     config = read_run_config(out)
     assert config["kind"] == "stage1" and config["classes"] == ["flash_late", "move_left"]
+    assert resolve_stage1_config(config["train"]) == _cfg(two_class, out, epochs=10)  # config.json feeds back
     assert config["train"]["optim"]["lr"] == 0.05 and config["versions"]["timm"]
     assert json.loads((out / "classes.json").read_text()) == ["flash_late", "move_left"]
     train_records = [r for r in read_metrics(out) if r["kind"] == "train"]
@@ -114,15 +117,28 @@ def test_broken_videos_are_recorded_and_skipped(synthetic: Path, videos, tmp_pat
 
 
 def test_preset_then_explicit_flags() -> None:
-    cfg = resolve_config(dict(train_manifest="t.csv", out="o", preset="ssv2", batch_size=16))
+    cfg = resolve_stage1_config(dict(train_manifest="t.csv", out="o", preset="ssv2", batch_size=16))
     assert cfg.optim.label_smoothing == 0.3 and cfg.optim.mixup == 0.3 and cfg.drop_path == 0.3
     assert cfg.color_jitter_prob == 0.0 and cfg.flip_prob == 0.0 and cfg.optim.epochs == 35  # left/right classes
-    assert resolve_config(dict(train_manifest="t.csv", out="o", preset="k400")).flip_prob == 0.5
+    assert resolve_stage1_config(dict(train_manifest="t.csv", out="o", preset="k400")).flip_prob == 0.5
     assert cfg.optim.lr == pytest.approx(0.5 * 16 / 128)  # linear scaling from the paper's batch 128
-    cfg = resolve_config(dict(train_manifest="t.csv", out="o", preset="ssv2", lr=0.01, mixup=0.0))
+    cfg = resolve_stage1_config(dict(train_manifest="t.csv", out="o", preset="ssv2", lr=0.01, mixup=0.0))
     assert cfg.optim.lr == 0.01 and cfg.optim.mixup == 0.0 and cfg.optim.label_smoothing == 0.3
     with pytest.raises(SfaError, match="unknown preset"):
-        resolve_config(dict(train_manifest="t.csv", out="o", preset="imagenet"))
+        resolve_stage1_config(dict(train_manifest="t.csv", out="o", preset="imagenet"))
+
+
+def test_a_saved_config_resolves_to_the_same_config() -> None:
+    """A run's config.json 'train' section (nested optim) passed back gives the same config; flags still win."""
+    cfg = resolve_stage1_config(dict(train_manifest="t.csv", out="o", preset="ssv2", batch_size=16, epochs=3, frames=16))
+    saved = json.loads(json.dumps(config_to_dict(cfg)))  # as it is on disk
+    assert resolve_stage1_config(saved) == cfg
+    nested = resolve_stage1_config(dict(train_manifest="t.csv", out="o", optim={"lr": 0.5, "epochs": 3}))
+    assert nested.optim.lr == 0.5 and nested.optim.epochs == 3  # once reset to the defaults
+    assert resolve_stage1_config({**saved, "lr": 0.25, "out": "p"}).optim.lr == 0.25  # a flag over the file
+    assert resolve_stage1_config({**saved, "lr": 0.25}).optim.epochs == 3
+    with pytest.raises(SfaError, match="unknown key.*optim.lr_peak"):
+        resolve_stage1_config(dict(train_manifest="t.csv", out="o", optim={"lr_peak": 0.5}))
 
 
 # --- the command line ---------------------------------------------------------------------------

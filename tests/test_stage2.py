@@ -21,11 +21,12 @@ from sfa_cache.data.video_dataset import MultiViewSpec, multi_view_clip
 from sfa_cache.errors import SfaError
 from sfa_cache.models.vivit import load_model
 from sfa_cache.pipelines.ablate import run_ablation
-from sfa_cache.pipelines.evaluate import EvaluateConfig, predict, run_evaluate
-from sfa_cache.pipelines.extract import ExtractConfig, run_extract
-from sfa_cache.pipelines.stage1 import resolve_config as stage1_config
+from sfa_cache.pipelines.evaluate import predict, run_evaluate
+from sfa_cache.pipelines.extract import run_extract
+from sfa_cache.pipelines.job_configs import (EvaluateConfig, ExtractConfig, resolve_stage1_config,
+                                            resolve_train_temporal_config)
 from sfa_cache.pipelines.stage1 import run_stage1
-from sfa_cache.pipelines.train_temporal import resolve_config, run_train_temporal
+from sfa_cache.pipelines.train_temporal import run_train_temporal
 from sfa_cache.train.run_dir import read_metrics, read_run_config
 
 
@@ -50,7 +51,7 @@ def stage1_run(two_class: dict[str, Path], tmp_path_factory: pytest.TempPathFact
     learn, which says nothing about Stage 2.)
     """
     out = tmp_path_factory.mktemp("s1") / "run"
-    run_stage1(stage1_config(dict(
+    run_stage1(resolve_stage1_config(dict(
         train_manifest=str(two_class["train"]), out=str(out), backbone=TINY_BACKBONE, image_size=32, frames=4,
         temporal_depth=1, epochs=10, batch_size=4, optimizer="sgd", lr=0.05, warmup_epochs=1, num_workers=0,
         color_jitter_prob=0.0)))
@@ -73,7 +74,7 @@ def _cfg(caches: dict[str, Path], stage1: Path | None, out: Path, **over):
                   out=str(out), frames=8, epochs=8, batch_size=4, optimizer="adamw", lr=3e-3, warmup_epochs=1,
                   num_workers=0, log_every=1)
     values.update(over)
-    return resolve_config(values)
+    return resolve_train_temporal_config(values)
 
 
 def _locate(draw: torch.Tensor, full: torch.Tensor) -> tuple[int, tuple[int, ...]]:
@@ -126,6 +127,7 @@ def test_stage2_learns_and_assembles(caches: dict[str, Path], stage1_run: Path, 
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     config = read_run_config(tmp_path / "s2")
     assert config["kind"] == "stage2" and config["fingerprint"] == FeatureCache(caches["train"]).fingerprint
+    assert resolve_train_temporal_config(config["train"]) == _cfg(cached, stage1_run, tmp_path / "s2", num_workers=2)
     assert not any(k.startswith("spatial.") for k in load_file(str(tmp_path / "s2" / "model.safetensors")))
     assert result["params_trained"] == sum(v.numel() for v in load_file(str(tmp_path / "s2" / "model.safetensors")).values())
     assembled = Path(result["assembled"])

@@ -28,7 +28,7 @@ from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.manifest import ManifestEntry
 from sfa_cache.errors import SfaError
-from sfa_cache.train.loop import BAR_INTERVAL, autocast
+from sfa_cache.runtime import BAR_INTERVAL, autocast
 
 log = logging.getLogger(__name__)
 

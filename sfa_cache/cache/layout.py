@@ -32,6 +32,11 @@ SHARDS_DIR = "shards"
 LOCKS_DIR = ".locks"
 FAILURES_FILE = "failures.jsonl"
 
+# The settings a cache can be made with (named here, with no heavy import, for the command line).
+VIEW_MODES = ("train", "eval")  # augmented training views | the evaluation centre view or crops
+COMPRESSORS = ("zstd", "blosc", "none")  # of the features array (docs/benchmarks.md)
+DTYPES = ("float16", "float32")  # of the stored features
+
 
 @dataclass(frozen=True)
 class ShardPlan:

@@ -2,7 +2,7 @@
 
 Zarr stores are opened lazily, per process, on first access: a `FeatureCache` built in the
 parent and sent to DataLoader workers (spawn, forkserver or fork) carries only paths and the
-index, and each worker opens its own handles (ARCHITECTURE.md, field pitfalls).
+index, and each worker opens its own handles (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from sfa_cache.video.reader import open_video, read_index_sets
 from sfa_cache.video.sampling import uniform_indices
 from sfa_cache.video.transforms import AugmentConfig, eval_crops, train_transform
 
-VIEW_MODES = ("train", "eval")
 
 
 @dataclass(frozen=True)

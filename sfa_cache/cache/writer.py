@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-COMPRESSORS = ("zstd", "blosc", "none")
-DTYPES = ("float16", "float32")
+from sfa_cache.cache.layout import COMPRESSORS
+
 
 
 def compressor_codecs(name: str) -> list:

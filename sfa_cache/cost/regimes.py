@@ -20,7 +20,7 @@ from sfa_cache.errors import SfaError
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig
 from sfa_cache.models.spatial import SpatialTransformer
 from sfa_cache.models.vivit import ViViTFE
-from sfa_cache.train.loop import autocast
+from sfa_cache.runtime import autocast
 from sfa_cache.train.optim import build_optimizer
 
 REGIMES = ("baseline", "paper", "cached")

@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.data.video_dataset import collate_skip_failed
-from sfa_cache.errors import SfaError
 
 
 def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_workers: int, device: torch.device,
@@ -35,16 +34,6 @@ def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_work
         multiprocessing_context="forkserver" if workers > 0 else None,
         prefetch_factor=4 if workers > 0 else None,
     )
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda when available, else cpu; any torch device string otherwise."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SfaError(f"device {name!r} asked for but CUDA is not available")
-    return device
 
 
 def video_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_workers: int, decode_timeout: float,

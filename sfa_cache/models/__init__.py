@@ -1,6 +1,5 @@
-"""ViViT-FE model parts: spatial ViT per frame, adapter, temporal transformer, composition."""
+"""ViViT-FE model parts: spatial ViT per frame, adapter, temporal transformer, composition.
 
-from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig
-from sfa_cache.models.vivit import ViViTFE, load_model
-
-__all__ = ["AdapterConfig", "SpatialConfig", "TemporalConfig", "ViViTConfig", "ViViTFE", "load_model"]
+Import from the modules themselves (`sfa_cache.models.vivit`, `.config` ...): this package file
+stays empty so that reading a model config does not load torch and timm.
+"""

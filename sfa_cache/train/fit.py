@@ -12,6 +12,7 @@ from sfa_cache.distributed import barrier, dist_info
 from sfa_cache.errors import SfaError
 from sfa_cache.data.video_dataset import EpochSampler
 from sfa_cache.models.vivit import ViViTFE, save_model_weights
+from sfa_cache.runtime import peak_memory_mb
 from sfa_cache.train import run_dir as rd
 from sfa_cache.train.loop import Trainer, evaluate
 
@@ -83,7 +84,7 @@ def fit(
             record.update(evaluate(model, val_loader, device=trainer.device, num_classes=trainer.num_classes,
                                    amp=trainer.cfg.amp))
         record.update(step=trainer.step, lr=trainer.lr(), epoch_seconds=time.perf_counter() - t0,
-                      peak_mem_mb=round(rd.peak_memory_mb(trainer.device), 1))
+                      peak_mem_mb=round(peak_memory_mb(trainer.device), 1))
         if main:  # every rank holds the same weights and the reduced metrics; one writes them
             rd.append_metrics(out, record)
             save_model_weights(model, out)

@@ -25,7 +25,7 @@ from sfa_cache.atomic import atomic_write
 from sfa_cache.data.synthetic import FRAME_CLASSES, render_frames
 from sfa_cache.models.config import SpatialConfig
 from sfa_cache.models.spatial import SpatialTransformer, backbone_norm
-from sfa_cache.train.loop import BAR_INTERVAL
+from sfa_cache.runtime import BAR_INTERVAL
 from sfa_cache.video.transforms import eval_transform
 
 log = logging.getLogger(__name__)

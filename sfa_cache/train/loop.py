@@ -6,12 +6,9 @@ every item of the batch failed to decode); `inputs` is whatever the model's forw
 
 from __future__ import annotations
 
-import contextlib
 import math
-import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -19,54 +16,10 @@ from torch import nn
 from tqdm import tqdm
 
 from sfa_cache.distributed import all_reduce_sum, dist_info, is_distributed
-from sfa_cache.errors import SfaError
+from sfa_cache.runtime import BAR_INTERVAL, autocast
 from sfa_cache.train.losses import mixup, soft_cross_entropy, soft_targets
 from sfa_cache.train.metrics import topk_correct
-from sfa_cache.train.optim import build_optimizer, lr_at, set_lr
-
-AMP_MODES = ("none", "bf16", "fp16")
-# Redraw bars often on a terminal, rarely in a log file (each redraw is a line there).
-BAR_INTERVAL = 1.0 if sys.stderr.isatty() else 30.0
-
-
-@dataclass
-class OptimConfig:
-    """Optimisation hyper-parameters (defaults: the paper's Kinetics recipe, supp. Table 1)."""
-
-    epochs: int = 30
-    batch_size: int = 8  # clips per step per process; see accum_steps for the effective batch
-    accum_steps: int = 1  # micro-batches per optimiser step
-    optimizer: str = "sgd"  # sgd (momentum, paper) | adamw
-    lr: float = 0.1  # peak learning rate after warmup
-    min_lr: float = 0.0  # end of the cosine
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    warmup_epochs: float = 2.5
-    clip_grad: Optional[float] = 1.0  # max global grad norm; None disables
-    label_smoothing: float = 0.0
-    mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 disables
-    amp: str = "none"  # none | bf16 | fp16 (fp16 only on CUDA)
-    spatial_lr_scale: float = 1.0  # the spatial ViT's lr relative to --lr (e.g. 0.1 for a pre-trained backbone)
-
-    def validate(self) -> None:
-        if self.epochs < 1:
-            raise SfaError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1 or self.accum_steps < 1:
-            raise SfaError("batch size and accumulation steps must be >= 1")
-        if self.lr <= 0:
-            raise SfaError(f"learning rate must be positive, got {self.lr}")
-        if self.amp not in AMP_MODES:
-            raise SfaError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise SfaError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
-
-
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    if amp == "none":
-        return contextlib.nullcontext()
-    if amp == "fp16" and device.type != "cuda":
-        raise SfaError("--amp fp16 needs a CUDA device; use bf16 on CPU")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+from sfa_cache.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
 
 
 class Trainer:

@@ -1,16 +1,55 @@
-"""Optimisers and the learning-rate schedule (cosine with linear warmup, as in ViViT)."""
+"""Optimisation settings, optimisers and the learning-rate schedule (cosine with linear warmup, as in ViViT).
+
+torch is imported where an optimiser is built, not at the top: the command line reads
+`OptimConfig` and `OPTIMIZERS` for its options, and `--help` must not wait for torch.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
-
-import torch
-from torch import nn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Optional
 
 from sfa_cache.errors import SfaError
+from sfa_cache.runtime import AMP_MODES
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class OptimConfig:
+    """Optimisation hyper-parameters (defaults: the paper's Kinetics recipe, supp. Table 1)."""
+
+    epochs: int = 30
+    batch_size: int = 8  # clips per step per process; see accum_steps for the effective batch
+    accum_steps: int = 1  # micro-batches per optimiser step
+    optimizer: str = "sgd"  # sgd (momentum, paper) | adamw
+    lr: float = 0.1  # peak learning rate after warmup
+    min_lr: float = 0.0  # end of the cosine
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    warmup_epochs: float = 2.5
+    clip_grad: Optional[float] = 1.0  # max global grad norm; None disables
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 disables
+    amp: str = "none"  # none | bf16 | fp16 (fp16 only on CUDA)
+    spatial_lr_scale: float = 1.0  # the spatial ViT's lr relative to --lr (e.g. 0.1 for a pre-trained backbone)
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise SfaError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1 or self.accum_steps < 1:
+            raise SfaError("batch size and accumulation steps must be >= 1")
+        if self.lr <= 0:
+            raise SfaError(f"learning rate must be positive, got {self.lr}")
+        if self.amp not in AMP_MODES:
+            raise SfaError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise SfaError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
 
 
 def param_groups(model: nn.Module, weight_decay: float, spatial_lr_scale: float = 1.0) -> list[dict]:
@@ -32,6 +71,8 @@ def param_groups(model: nn.Module, weight_decay: float, spatial_lr_scale: float 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
                     spatial_lr_scale: float = 1.0) -> torch.optim.Optimizer:
+    import torch
+
     groups = param_groups(model, weight_decay, spatial_lr_scale)
     if not any(g["params"] for g in groups):
         raise SfaError("the model has no trainable parameters")

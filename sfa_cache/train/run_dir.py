@@ -1,4 +1,4 @@
-"""The run directory contract (ARCHITECTURE.md): config.json, model.safetensors, train_state.pt,
+"""The run directory contract (docs/architecture.md): config.json, model.safetensors, train_state.pt,
 metrics.jsonl, classes.json. Every file is written atomically."""
 
 from __future__ import annotations
@@ -88,15 +88,6 @@ def prepare_run_dir(out: str | os.PathLike, *, kind: str, train_config: dict[str
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SfaError(f"{out} exists and is not a run directory; choose another --out")
     return False
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory of this process so far: CUDA allocator peak on a GPU, peak RSS on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def save_train_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 Both return RGB uint8 frames `[T, H, W, 3]` for requested frame indices. Indices past the last
 frame are clamped to it (containers sometimes report more frames than decode). The decoders are
 imported lazily so that merely importing this module in a DataLoader parent process does not
-initialise decord / FFmpeg before workers fork (see ARCHITECTURE.md, field pitfalls).
+initialise decord / FFmpeg before workers fork (see docs/architecture.md).
 
 Both decode a file or bytes in memory (a WebDataset tar member: no temp-file round trip).
 Frames stored in HDF5 need no decoder and have their own reader (`h5_reader.py`).

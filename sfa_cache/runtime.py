@@ -1,0 +1,61 @@
+"""How a job runs on this machine: the device, mixed precision, progress-bar pace, peak memory.
+
+torch is imported inside the functions, not at the top: the command line reads `AMP_MODES`
+for its `--help` and option checks, and `sfa-cache --help` must not wait for torch to load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from typing import TYPE_CHECKING
+
+from sfa_cache.errors import SfaError
+
+if TYPE_CHECKING:
+    import torch
+
+AMP_MODES = ("none", "bf16", "fp16")
+# Redraw bars often on a terminal, rarely in a log file (each redraw is a line there).
+BAR_INTERVAL = 1.0 if sys.stderr.isatty() else 30.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda when available, else cpu; any torch device string otherwise."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SfaError(f"device {name!r} asked for but CUDA is not available")
+    return device
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    """`amp` is a known mode that `device` can run (fp16 autocast and its grad scaler are CUDA-only here)."""
+    if amp not in AMP_MODES:
+        raise SfaError(f"--amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+    if amp == "fp16" and device.type != "cuda":
+        raise SfaError("--amp fp16 needs a CUDA device; use bf16 or none on CPU")
+
+
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """The autocast context of `amp` on `device` (a no-op for 'none')."""
+    import torch
+
+    check_amp(amp, device)
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far: CUDA allocator peak on a GPU, peak RSS on the CPU."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
