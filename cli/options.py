@@ -39,7 +39,9 @@ def optim_options(*, mixup_help: str, spatial_lr_scale: bool) -> Callable[[F], F
     `spatial_lr_scale` adds --spatial-lr-scale (only a command that trains the spatial ViT has it).
     """
     options = [
-        click.option("--epochs", default=O.epochs, show_default=True),
+        click.option("--epochs", default=O.epochs, show_default=True, help="Epochs to train (with --patience: the most)."),
+        click.option("--patience", type=int,
+                     help="Early stopping: end when validation top-1 has not improved for this many epochs (needs validation)."),
         click.option("--batch-size", default=O.batch_size, show_default=True, help="Clips per step."),
         click.option("--accum-steps", default=O.accum_steps, show_default=True,
                      help="Gradient accumulation (effective batch = batch-size x this)."),

@@ -27,6 +27,8 @@ _DIR = click.Path(exists=True, file_okay=False)
 @click.option("--adapter-hidden", type=int, help="Adapter hidden width [default: the feature width].")
 @click.option("--temporal-depth", type=int, help="Layers, when training from scratch without --stage1 [default: 4].")
 @click.option("--temporal-preset", type=click.Choice(list(TEMPORAL_PRESETS)), help="Paper size B/L/H/g, from scratch without --stage1.")
+@click.option("--temporal-pos-std", type=float,
+              help="Init std of the position table, from scratch without --stage1 [default: 0.02; a --stage1 run brings its own].")
 @click.option("--drop-path", default=T.drop_path, show_default=True)
 @optim_options(mixup_help="Feature-level mixup alpha (0 disables).", spatial_lr_scale=False)
 @click.option("--device", default=T.device, show_default=True, help="auto | cpu | cuda | cuda:N")

@@ -114,14 +114,14 @@ def _train_entry(name: str, settings: dict[str, Any], out: str, device: str) -> 
         cfg = resolve_train_temporal_config({**settings, "out": out, "device": device})
         last = run_train_temporal(cfg, resume=(Path(out) / "config.json").is_file())
         epochs = [r for r in read_metrics(out) if r.get("kind") == "epoch"]
-        if not epochs or epochs[-1]["epoch"] != cfg.optim.epochs:
+        if not epochs or not last["complete"]:
             raise SfaError(f"training stopped at epoch {epochs[-1]['epoch'] if epochs else 0} of {cfg.optim.epochs}")
         row = {  # from metrics.jsonl, so an entry resumed across processes counts all of its epochs
             "name": name, "status": "done", "top1": epochs[-1].get("val_top1"), "top5": epochs[-1].get("val_top5"),
             "train_seconds": round(sum(r["epoch_seconds"] for r in epochs), 3),
             "peak_mem_mb": max(r.get("peak_mem_mb", 0.0) for r in epochs), "params_trained": last["params_trained"],
             "frames": cfg.frames, "adapter": cfg.adapter, "temporal_init": cfg.temporal_init, "lr": cfg.optim.lr,
-            "epochs": cfg.optim.epochs, "device": device, "settings": settings,
+            "epochs": epochs[-1]["epoch"], "device": device, "settings": settings,  # fewer than the cap after --patience
         }
         atomic_write_json(Path(out) / RESULT_FILE, row)
     except Exception as e:  # reported by the parent as this entry's failure; the grid goes on

@@ -74,6 +74,8 @@ def build_model_config(cfg: TrainTemporalConfig, cache: FeatureCache) -> ViViTCo
                                        drop_path=cfg.drop_path)
     else:
         temporal = TemporalConfig(num_frames=cfg.frames, depth=cfg.temporal_depth or 4, drop_path=cfg.drop_path)
+    if cfg.temporal_pos_std is not None:  # without a Stage-1 run (checked): its own position-table init
+        temporal = dataclasses.replace(temporal, pos_embed_std=cfg.temporal_pos_std)
     return ViViTConfig(num_classes=len(cache.classes), spatial=spatial, adapter=adapter, temporal=temporal,
                        embed_dim=cache.dim)
 
@@ -155,7 +157,7 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
     last = fit(trainer, out, train_loader=loader, train_sampler=sampler, val_loader=val_loader,
                log_every=cfg.log_every, stop_after=cfg.stop_after)
     result = {**last, "params_trained": params}
-    if trainer.epoch >= cfg.optim.epochs and cfg.assemble and info.is_main:
+    if last["complete"] and cfg.assemble and info.is_main:
         result["assembled"] = str(assemble(out, out / ASSEMBLED_DIR))
     barrier()
     return result

@@ -1,64 +1,69 @@
-"""A small PNG chart writer on Pillow (already installed with torchvision), so the demo's figure
-needs no plotting library: accuracy curves on the left, a cost bar chart on the right."""
+"""Figures with matplotlib: validation accuracy against training seconds, and cost split by phase.
+
+matplotlib's object API (`Figure`, no pyplot) draws off-screen without touching global state, so
+these run in any process, headless. Files are written atomically.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
-from PIL import Image, ImageDraw, ImageFont
+from matplotlib.figure import Figure
 
 from sfa_cache.atomic import atomic_write
-
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
-W, H, PAD = 560, 420, 56  # one panel
+from sfa_cache.compare import Curve, time_to_target
 
 
-def _axes(draw: ImageDraw.ImageDraw, x0: int, title: str, ylabel: str, ymax: float, font: ImageFont.ImageFont) -> None:
-    draw.text((x0 + PAD, 12), title, fill="black", font=font)
-    draw.line([(x0 + PAD, PAD), (x0 + PAD, H - PAD), (x0 + W - 16, H - PAD)], fill="black", width=1)
-    for i in range(5):
-        v = ymax * i / 4
-        y = H - PAD - (H - 2 * PAD) * i / 4
-        draw.line([(x0 + PAD - 4, y), (x0 + PAD, y)], fill="black")
-        draw.text((x0 + 6, y - 6), f"{v:.3g}", fill="black", font=font)
-    draw.text((x0 + 6, PAD - 28), ylabel, fill="black", font=font)
+def _save(fig: Figure, path: str | os.PathLike) -> None:
+    fmt = os.fspath(path).rsplit(".", 1)[-1]
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight"))
 
 
-def curves_and_bars_png(
-    path: str | os.PathLike,
-    curves: dict[str, Sequence[tuple[float, float]]],
-    bars: dict[str, float],
-    *,
-    curve_title: str = "validation top-1 (%) per epoch",
-    bar_title: str = "training cost (s)",
-) -> None:
-    """Write a two-panel PNG: `curves` (name -> [(epoch, value)]) and `bars` (name -> value)."""
-    font = ImageFont.load_default()
-    img = Image.new("RGB", (2 * W, H), "white")
-    draw = ImageDraw.Draw(img)
-    # Left: one line per method.
-    ymax = max([100.0] + [v for pts in curves.values() for _, v in pts])
-    xmax = max([1.0] + [x for pts in curves.values() for x, _ in pts])
-    _axes(draw, 0, curve_title, "top-1", ymax, font)
-    for i, (name, pts) in enumerate(curves.items()):
-        colour = PALETTE[i % len(PALETTE)]
-        xy = [(PAD + (W - PAD - 24) * x / xmax, H - PAD - (H - 2 * PAD) * v / ymax) for x, v in pts]
-        if len(xy) > 1:
-            draw.line(xy, fill=colour, width=2)
-        for x, y in xy:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.text((PAD + 10, PAD + 4 + 14 * i), name, fill=colour, font=font)
-    draw.text((W // 2, H - PAD + 16), "epoch", fill="black", font=font)
-    # Right: one bar per entry.
-    bmax = max([1e-9] + list(bars.values())) * 1.1
-    _axes(draw, W, bar_title, "", bmax, font)
-    n = max(1, len(bars))
-    width = (W - PAD - 40) / n
-    for i, (name, value) in enumerate(bars.items()):
-        x = W + PAD + 12 + i * width
-        top = H - PAD - (H - 2 * PAD) * value / bmax
-        draw.rectangle([x, top, x + width * 0.7, H - PAD], fill=PALETTE[i % len(PALETTE)])
-        draw.text((x, top - 14), f"{value:.0f}", fill="black", font=font)
-        draw.text((x, H - PAD + 4 + 12 * (i % 2)), name[:18], fill="black", font=font)
-    atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
+def accuracy_vs_seconds(path: str | os.PathLike, curves: dict[str, Sequence[Curve]], *, target: Optional[float] = None,
+                        title: str = "") -> None:
+    """One line per method (one per seed, the first labelled), validation top-1 (%) against the
+    training seconds paid; the target as a dashed line and each seed's time to target as a dot."""
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.subplots()
+    colours = [f"C{i}" for i in range(10)]
+    for i, (method, runs) in enumerate(curves.items()):
+        colour = colours[i % len(colours)]
+        for k, curve in enumerate(runs):
+            ax.plot(curve.seconds, curve.top1, color=colour, lw=1.8 if k == 0 else 0.9, alpha=1.0 if k == 0 else 0.5,
+                    marker="." if len(curve.seconds) < 40 else None, label=method if k == 0 else None)
+            reached = time_to_target(curve, target) if target is not None else None
+            if reached is not None:
+                ax.plot([reached], [curve.top1[curve.seconds.index(reached)]], "o", ms=7, mfc="none", mec=colour, mew=1.5)
+    if target is not None:
+        ax.axhline(target, color="0.3", ls="--", lw=1, label=f"target {target:.1f}%")
+    ax.set_xlabel("training seconds paid (earlier phases included)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7.5, loc="lower right", framealpha=0.9)
+    _save(fig, path)
+
+
+def cost_bars(path: str | os.PathLike, costs: dict[str, dict[str, float]], *, title: str = "") -> None:
+    """Horizontal stacked bars: per method (top to bottom), seconds per phase it pays for."""
+    phases = list(dict.fromkeys(p for parts in costs.values() for p in parts))
+    fig = Figure(figsize=(7.5, 0.45 * len(costs) + 1.4))
+    ax = fig.subplots()
+    methods = list(costs)[::-1]  # barh draws bottom-up
+    left = [0.0] * len(methods)
+    for i, phase in enumerate(phases):
+        widths = [costs[m].get(phase, 0.0) for m in methods]
+        ax.barh(methods, widths, left=left, color=f"C{i % 10}", label=phase)
+        left = [a + b for a, b in zip(left, widths)]
+    for y, total in enumerate(left):
+        ax.text(total, y, f" {total:.0f} s", va="center", fontsize=8)
+    ax.set_xlabel("training seconds (shared phases excluded)")
+    ax.set_xlim(0, max(left + [1.0]) * 1.15)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)

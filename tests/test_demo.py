@@ -1,4 +1,4 @@
-"""`sfa-cache demo` end to end at a toy size: every phase, the table, the figure, reuse."""
+"""`sfa-cache demo` end to end at a toy size: every phase and row, the report, reuse, more seeds."""
 
 from __future__ import annotations
 
@@ -9,35 +9,90 @@ import pytest
 from click.testing import CliRunner
 
 from sfa_cache.cli.main import cli
+from sfa_cache.compare import Curve, time_to_target
+from sfa_cache.train.run_dir import read_metrics
 
-ARGS = ["--frames", "16", "--epochs", "1", "--stage2-epochs", "1", "--train-per-class", "2", "--val-per-class", "1",
-        "--pretrain-steps", "10", "--num-workers", "0"]
+ARGS = ["--frames", "16", "--frames-sweep", "8", "--epochs", "1", "--patience", "1", "--baseline-max-epochs", "3",
+        "--stage2-max-epochs", "3", "--train-per-class", "2", "--val-per-class", "1", "--pretrain-steps", "10",
+        "--num-workers", "0"]
+ROWS = ["baseline", "stage1", "I", "III", "s1-scratch", "sfa", "sfa-8f"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _config(run: Path) -> dict:
+    return json.loads((run / "config.json").read_text())
 
 
 @pytest.mark.slow
-def test_demo_runs_every_phase_reports_and_reuses(tmp_path: Path) -> None:
+def test_demo_runs_every_row_reports_and_reuses(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     r = CliRunner().invoke(cli, ["demo", "--workdir", str(work), *ARGS])
     assert r.exit_code == 0, r.output
-    rows = [line for line in (work / "results.md").read_text().splitlines() if line.startswith("| ") and "---" not in line]
-    assert [row.split(" | ")[0] for row in rows[1:]] == ["| Stage 1 alone (8 frames)", "| SFA: Stage 1 + cache + Stage 2 (F frames)",
-                                                         "| naive: frozen, no adapter, temporal from scratch (F)",
-                                                         "| baseline: whole ViViT-FE at F frames"]
-    assert rows[-1].rstrip().endswith("| 1.00x |")  # the baseline is the unit of cost
-    assert (work / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    phases = json.loads((work / "phases.json").read_text())
-    assert list(phases) == ["data", "image", "stage1", "extract", "sfa", "naive", "baseline", "evaluate"]
+    seed = work / "seed-0"
+    phases = json.loads((seed / "phases.json").read_text())
+    assert list(phases) == ["data", "image", "stage1", "extract-stage1", "extract-image", "I", "III", "s1-scratch",
+                            "sfa", "sfa-8f", "baseline", "evaluate"]
     assert all(p["seconds"] > 0 and p["peak_mem_mb"] > 0 for p in phases.values())
-    assert (work / "sfa" / "assembled" / "model.safetensors").is_file()
-    # The demo's model settings reach every run: Stage 1, the baseline and the naive ablation alike.
-    configs = {run: json.loads((work / run / "config.json").read_text()) for run in ("stage1", "baseline", "sfa", "naive")}
-    for run, config in configs.items():
-        assert config["model"]["temporal"]["depth"] == 2 and config["model"]["temporal"]["pos_embed_std"] == 1.0, run
-    assert configs["stage1"]["train"]["color_jitter_prob"] == 0.0 and configs["baseline"]["train"]["frames"] == 16
-    assert configs["sfa"]["model"]["adapter"]["kind"] == "mlp" and configs["naive"]["model"]["adapter"]["kind"] == "none"
-    # A rerun reuses every phase and reports the same table.
+
+    # Each row is what its name says it freezes and initialises.
+    caches = {src: json.loads((Path(phases[f"extract-{src}"]["result"]["train"]) / "cache.json").read_text())
+              for src in ("stage1", "image")}
+    assert caches["image"]["source"]["weights"].endswith("image-weights.safetensors")
+    assert caches["stage1"]["source"]["run"] == str((seed / "stage1").resolve())
+    for row, (cache, adapter, init) in {"I": ("image", "none", "scratch"), "III": ("image", "mlp", "scratch"),
+                                        "s1-scratch": ("stage1", "mlp", "scratch"), "sfa": ("stage1", "mlp", "stage1"),
+                                        "sfa-8f": ("stage1", "mlp", "stage1")}.items():
+        config = _config(seed / row)
+        assert Path(config["caches"]["train"]).name == Path(phases[f"extract-{cache}"]["result"]["train"]).name, row
+        assert config["model"]["adapter"]["kind"] == adapter and config["train"]["temporal_init"] == init, row
+        assert config["train"]["optim"]["patience"] == 1 and config["train"]["optim"]["epochs"] == 3, row
+    # The demo's temporal architecture reaches every model, the scratch rows without a Stage-1 run included.
+    for row in ROWS:
+        temporal = _config(seed / row)["model"]["temporal"]
+        assert temporal["depth"] == 2 and temporal["pos_embed_std"] == 1.0, row
+    assert _config(seed / "sfa-8f")["model"]["temporal"]["num_frames"] == 8
+    assert _config(seed / "baseline")["train"]["frames"] == 16 and _config(seed / "stage1")["train"]["optim"]["patience"] is None
+
+    # results.json: the issue's schema, and times to target that follow from the runs' own metrics.
+    results = json.loads((work / "results.json").read_text())
+    rows = {row["key"]: row for row in results["rows"]}
+    assert list(rows) == ROWS
+    assert {rows[k]["paper_row"] for k in ROWS} == {"baseline", None, "I", "III", "V"}
+    sfa_final = phases["evaluate"]["result"]["sfa"]["top1"]
+    assert results["target_top1"] == pytest.approx(sfa_final - 1)
+    for key, row in rows.items():
+        assert {"name", "frames", "top1_mean", "top1_std", "top1_per_seed", "time_to_target_s", "cost_s",
+                "per_class_top1"} <= set(row)
+        assert row["top1_per_seed"] == [phases["evaluate"]["result"][key]["top1"]]
+        epochs = [m for m in read_metrics(seed / key) if m["kind"] == "epoch"]
+        assert row["epochs_per_seed"] == [len(epochs)] and 1 <= len(epochs) <= 3
+        own = sum(m["train_seconds"] for m in epochs)
+        assert row["cost_s"] == pytest.approx(sum(row["cost_parts_s"].values())) and row["cost_s"] >= own
+        curve = Curve.from_epochs(epochs, paid_before=row["cost_s"] - own)
+        assert row["time_to_target_per_seed"] == [time_to_target(curve, results["target_top1"])]
+    assert set(rows["sfa"]["cost_parts_s"]) == {"Stage 1", "extraction", "Stage 2"}
+    assert set(rows["I"]["cost_parts_s"]) == {"extraction", "Stage 2"}
+    assert set(rows["baseline"]["cost_parts_s"]) == {"end-to-end training"}
+
+    text = (work / "results.md").read_text()
+    assert text == r.output
+    assert "Verdict (one seed: a single-seed result, not a finding)" in text
+    assert "I: image-checkpoint spatial frozen, no adapter, temporal from scratch" in text
+    for figure in ("results.png", "cost.png"):
+        assert (work / figure).read_bytes()[:8] == PNG
+    assert (seed / "sfa" / "assembled" / "model.safetensors").is_file()
+
+    # A rerun reuses every phase and reports the same table; other settings are refused.
     again = CliRunner().invoke(cli, ["demo", "--workdir", str(work), *ARGS])
     assert again.exit_code == 0 and again.output == r.output
-    assert json.loads((work / "phases.json").read_text()) == phases
+    assert json.loads((seed / "phases.json").read_text()) == phases
     other = CliRunner().invoke(cli, ["demo", "--workdir", str(work), *ARGS[:-2], "--num-workers", "1", "--epochs", "2"])
     assert other.exit_code == 1 and "holds a demo run with other settings" in other.output
+
+    # A second seed reuses seed 0 and reports mean ± std over both.
+    two = CliRunner().invoke(cli, ["demo", "--workdir", str(work), *ARGS, "--seeds", "2"])
+    assert two.exit_code == 0, two.output
+    assert json.loads((seed / "phases.json").read_text()) == phases
+    results = json.loads((work / "results.json").read_text())
+    assert results["seeds"] == [0, 1] and all(len(row["top1_per_seed"]) == 2 for row in results["rows"])
+    assert "Verdict (mean of 2 seeds)" in two.output and " ± " in two.output

@@ -190,6 +190,18 @@ def test_resume_matches_an_uninterrupted_run(caches: dict[str, Path], stage1_run
     assert results(tmp_path / "full") == results(tmp_path / "split")
 
 
+def test_patience_stops_early_and_a_resume_stays_stopped(caches: dict[str, Path], stage1_run: Path, tmp_path: Path) -> None:
+    # At a negligible learning rate validation top-1 cannot improve: patience 2 ends the run after epoch 3 of 20.
+    cfg = _cfg(caches, stage1_run, tmp_path / "s2", epochs=20, patience=2, lr=1e-12, warmup_epochs=0)
+    last = run_train_temporal(cfg)
+    epochs = [r for r in read_metrics(tmp_path / "s2") if r["kind"] == "epoch"]
+    assert len(epochs) == 3 and last["stopped_early"] and last["complete"] and "assembled" in last
+    again = run_train_temporal(cfg, resume=True)  # nothing left to train: no epoch runs, and it is complete
+    assert again["complete"] and len([r for r in read_metrics(tmp_path / "s2") if r["kind"] == "epoch"]) == 3
+    with pytest.raises(SfaError, match="--patience stops on validation top-1"):
+        run_train_temporal(_cfg(caches, stage1_run, tmp_path / "novl", patience=2, val_cache=None))
+
+
 def test_cache_path_and_raw_video_path_agree(caches: dict[str, Path], stage1_run: Path, two_class: dict[str, Path],
                                             tmp_path: Path) -> None:
     """Parity: cache -> adapter -> temporal equals the assembled model on the raw video."""

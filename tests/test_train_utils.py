@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from sfa_cache.atomic import atomic_path, atomic_write_json
+from sfa_cache.compare import Curve, mean_if_all, mean_std, time_to_target
+from sfa_cache.train.fit import patience_exhausted
 from sfa_cache.train.losses import mixup, soft_cross_entropy, soft_targets
 from sfa_cache.train.metrics import topk_correct
 from sfa_cache.train.optim import build_optimizer, lr_at
@@ -119,3 +121,22 @@ def test_spatial_lr_scale_gives_the_spatial_vit_its_own_learning_rate() -> None:
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
     plain = build_optimizer(model, "sgd", 0.1, 0.0)
     assert len(plain.param_groups) == 2  # unchanged without a scale
+
+
+def test_patience_counts_epochs_since_the_best() -> None:
+    assert not patience_exhausted([50.0, 60.0, 55.0], 2)  # 2 epochs after the best at 60? only 1
+    assert patience_exhausted([50.0, 60.0, 55.0, 60.0], 2)  # equalling the best is no improvement
+    assert not patience_exhausted([50.0, 60.0, 55.0, 61.0], 2)
+    assert not patience_exhausted([10.0, 10.0], None) and not patience_exhausted([10.0], 1)
+    assert patience_exhausted([10.0, 10.0], 1)
+
+
+def test_time_to_target_on_a_curve_of_paid_seconds() -> None:
+    records = [{"train_seconds": 10.0, "val_top1": 40.0}, {"train_seconds": 12.0, "val_top1": 80.0},
+               {"train_seconds": 11.0, "val_top1": 90.0}]
+    curve = Curve.from_epochs(records, paid_before=100.0)  # e.g. Stage 1 and the extraction, paid first
+    assert curve.seconds == (110.0, 122.0, 133.0) and curve.cost == 133.0
+    assert time_to_target(curve, 80.0) == 122.0 and time_to_target(curve, 85.0) == 133.0
+    assert time_to_target(curve, 95.0) is None
+    assert mean_if_all([10.0, 20.0]) == 15.0 and mean_if_all([10.0, None]) is None and mean_if_all([]) is None
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2))) and mean_std([5.0]) == (5.0, 0.0)

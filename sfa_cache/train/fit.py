@@ -51,6 +51,13 @@ def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, config: dict
     barrier()
 
 
+def patience_exhausted(val_top1: list[float], patience: Optional[int]) -> bool:
+    """Early stopping: the last `patience` epochs brought no validation top-1 above the best before them."""
+    if not patience or len(val_top1) <= patience:
+        return False
+    return max(val_top1[-patience:]) <= max(val_top1[:-patience])
+
+
 def fit(
     trainer: Trainer,
     out: str | Path,
@@ -61,19 +68,25 @@ def fit(
     log_every: int = 0,
     stop_after: Optional[int] = None,
 ) -> dict[str, Any]:
-    """Run the remaining epochs of `trainer` (at most `stop_after` in this call).
+    """Run the remaining epochs of `trainer` (at most `stop_after` in this call), or fewer when
+    validation top-1 stops improving for `trainer.cfg.patience` epochs (early stopping).
 
     Each epoch appends one record to metrics.jsonl, then writes model.safetensors and, last,
-    train_state.pt: a crash leaves the previous epoch's complete state to resume from.
-    Returns the last epoch's record (empty if nothing ran).
+    train_state.pt: a crash leaves the previous epoch's complete state to resume from. Whether
+    patience ran out is read back from metrics.jsonl, so a resumed run stops where it would have.
+    Returns the last epoch's record of this call (if any) with `complete` (no epoch is left to
+    train) and `stopped_early` (patience ran out before the last epoch).
     """
     out = Path(out)
     model: ViViTFE = trainer.module
     main = dist_info().is_main
-    epochs = trainer.cfg.epochs
+    epochs, patience = trainer.cfg.epochs, trainer.cfg.patience
+    if patience and val_loader is None:
+        raise SfaError("--patience stops on validation top-1: give validation data")
+    val_top1 = [r["val_top1"] for r in rd.read_metrics(out) if r.get("kind") == "epoch" and "val_top1" in r]
     last: dict[str, Any] = {}
     ran = 0
-    while trainer.epoch < epochs and (stop_after is None or ran < stop_after):
+    while trainer.epoch < epochs and not patience_exhausted(val_top1, patience) and (stop_after is None or ran < stop_after):
         epoch = trainer.epoch
         train_sampler.set_epoch(epoch)
         t0 = time.perf_counter()
@@ -96,4 +109,10 @@ def fit(
                      record["epoch_seconds"])
         last = record
         ran += 1
-    return last
+        if val_loader is not None:
+            val_top1.append(record["val_top1"])
+    stopped_early = trainer.epoch < epochs and patience_exhausted(val_top1, patience)
+    if stopped_early and main and ran:
+        log.info("stopped at epoch %d of %d: validation top-1 has not improved for %d epochs (best %.2f)",
+                 trainer.epoch, epochs, patience, max(val_top1))
+    return {**last, "complete": trainer.epoch >= epochs or stopped_early, "stopped_early": stopped_early}

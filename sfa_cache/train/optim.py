@@ -24,7 +24,8 @@ OPTIMIZERS = ("sgd", "adamw")
 class OptimConfig:
     """Optimisation hyper-parameters (defaults: the paper's Kinetics recipe, supp. Table 1)."""
 
-    epochs: int = 30
+    epochs: int = 30  # with `patience`: the most epochs (the cosine schedule spans these)
+    patience: Optional[int] = None  # stop once validation top-1 has not improved for this many epochs
     batch_size: int = 8  # clips per step per process; see accum_steps for the effective batch
     accum_steps: int = 1  # micro-batches per optimiser step
     optimizer: str = "sgd"  # sgd (momentum, paper) | adamw
@@ -42,6 +43,8 @@ class OptimConfig:
     def validate(self) -> None:
         if self.epochs < 1:
             raise SfaError(f"epochs must be >= 1, got {self.epochs}")
+        if self.patience is not None and self.patience < 1:
+            raise SfaError(f"patience must be >= 1, got {self.patience}")
         if self.batch_size < 1 or self.accum_steps < 1:
             raise SfaError("batch size and accumulation steps must be >= 1")
         if self.lr <= 0:
