@@ -63,9 +63,9 @@ def main() -> None:
         raw = views * f * d * data.features.itemsize
         for compressor in COMPRESSORS:
             root = args.workdir / f"io-{views}v-{compressor}"
-            seconds = write_feature_cache(root, data, compressor, args.clips_per_shard)
-            size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / n
-            clips_s, median_ms = random_reads(root, args.reads)
+            cache_dir, seconds = write_feature_cache(root, data, compressor, args.clips_per_shard)
+            size = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file()) / n
+            clips_s, median_ms = random_reads(cache_dir, args.reads)
             rows.append([views, compressor, f"{size / 1024:.1f}", f"{size / raw:.3f}", f"{n * raw / seconds / 2**20:.0f}",
                          f"{clips_s:.0f}", f"{median_ms:.2f}", f"{clips_s * raw / 2**20:.0f}"])
     print(f"\n{machine()}")

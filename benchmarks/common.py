@@ -14,9 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from sfa_cache.atomic import atomic_write_json
-from sfa_cache.cache import layout
-from sfa_cache.cache.writer import ShardData, write_shard
+from sfa_cache.cache.builder import write_features
+from sfa_cache.cache.writer import ShardData
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.fresh_process import run_in_fresh_process
 from sfa_cache.report import markdown_table as table  # noqa: F401  (re-exported for the scripts)
@@ -67,32 +66,26 @@ def benchmark_dataset(root: Path, *, per_class: int, frames: int, size: int = 64
     return make_synthetic(root, cfg)["train"]
 
 
-def write_feature_cache(root: Path, data: ShardData, compressor: str = "blosc", clips_per_shard: int = 256) -> float:
-    """A finished cache of `data` (layout and index as the extractor writes them); returns write seconds."""
+def write_feature_cache(root: Path, data: ShardData, compressor: str = "blosc", clips_per_shard: int = 256) -> tuple[Path, float]:
+    """A finished cache of `data` under `root` (through the builder, as an extraction writes it):
+    its folder and the seconds the writing took."""
     shutil.rmtree(root, ignore_errors=True)
-    n, v, f, d = data.features.shape
-    shards, t0 = [], time.perf_counter()
-    for plan in layout.plan_shards(n, clips_per_shard):
-        part = ShardData(**{k: a[plan.start : plan.stop] for k, a in data.arrays().items()})
-        write_shard(layout.shard_path(root, plan.index), part, compressor)
-        shards.append({"index": plan.index, "start": plan.start, "stop": plan.stop, "checksum": part.checksum()})
-    seconds = time.perf_counter() - t0
-    atomic_write_json(root / layout.CACHE_FILE, {"format": layout.CACHE_FORMAT, "num_clips": n, "views": v, "frames": f,
-                                                 "dim": d, "dtype": str(data.features.dtype), "shards": shards,
-                                                 "classes": [str(i) for i in range(400)], "fingerprint": "sha256:bench"})
-    return seconds
+    t0 = time.perf_counter()
+    cache_dir = write_features(root, "bench", data, classes=[str(i) for i in range(400)], clips_per_shard=clips_per_shard,
+                               compressor=compressor, source="benchmark")
+    return cache_dir, time.perf_counter() - t0
 
 
 def random_feature_cache(root: Path, clips: int, views: int, frames: int, dim: int) -> Path:
-    """A real cache on disk (blosc, float16) of random features and labels; for read and step timings."""
+    """A real cache under `root` (blosc, float16) of random features and labels, for read and step
+    timings; its folder (the same call again finds the same finished cache and reuses it)."""
     rng = np.random.default_rng(0)
     data = ShardData.empty(clips, views, frames, dim, "float16")
     data.features[:] = rng.standard_normal(data.features.shape, dtype=np.float32)
     data.valid[:] = True
     data.labels[:] = rng.integers(0, 400, clips)
     data.frame_index[:] = np.arange(frames, dtype=np.int32)
-    write_feature_cache(root, data)
-    return root
+    return write_features(root, "bench", data, classes=[str(i) for i in range(400)], source="benchmark")
 
 
 def seconds_per_step(step: Callable[[], None], device: torch.device, warmup: int, steps: int) -> float:

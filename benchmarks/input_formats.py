@@ -21,7 +21,8 @@ from benchmarks.common import benchmark_dataset, machine, table
 from sfa_cache.data.inputs import read_input
 from sfa_cache.data.manifest import infer_classes, read_manifest
 from sfa_cache.data.pack_wds import pack_wds
-from sfa_cache.data.video_dataset import ClipSpec, VideoClipDataset
+from sfa_cache.data.video_dataset import VideoClipDataset
+from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.reader import open_video
 
 

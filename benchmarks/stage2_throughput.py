@@ -22,7 +22,7 @@ from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cost.regimes import build_regime_model, TrainStep, regime_config, spatial_shape
 from sfa_cache.data.loaders import make_loader
-from sfa_cache.data.video_dataset import EpochSampler
+from sfa_cache.data.batches import EpochSampler
 from sfa_cache.report import human_bytes
 
 BACKBONES = ("vit_base_patch16_224", "vit_large_patch16_224")

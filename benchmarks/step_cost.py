@@ -76,10 +76,7 @@ def time_step(kind: str, backbone: str, frames: int, image_size: int, batch: int
 def benchmark_cache(workdir: Path, backbone: str, frames: int) -> Path:
     """A real 64-clip cache at the backbone's width with at least `CACHED_FRAMES` frames (made once)."""
     dim, frames = spatial_shape(backbone, 224).width, max(frames, CACHED_FRAMES)
-    root = workdir / f"step-cost-cache-{dim}d-{frames}f"
-    if not (root / "cache.json").is_file():
-        random_feature_cache(root, clips=64, views=1, frames=frames, dim=dim)
-    return root
+    return random_feature_cache(workdir / f"step-cost-cache-{dim}d-{frames}f", clips=64, views=1, frames=frames, dim=dim)
 
 
 def measure(kind: str, backbone: str, frames: int, *, batch: int, device: torch.device, amp: str,

@@ -41,11 +41,12 @@ def info_cmd(cache_dir: str, as_json: bool) -> None:
 @click.argument("cache_root", type=_DIR)
 def list_cmd(cache_root: str) -> None:
     """The caches under CACHE_ROOT: folder, state, clips, views x frames, source manifest."""
+    from sfa_cache.cache.layout import JOB_FILE
     from sfa_cache.cache.verify import cache_info
 
     found = False
     for path in sorted(Path(cache_root).iterdir()):
-        if not (path / "extract.json").is_file():
+        if not (path / JOB_FILE).is_file():
             continue
         found = True
         info = cache_info(path)
@@ -68,13 +69,13 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
 
     Exits non-zero, listing every problem, when anything is wrong.
     """
-    from sfa_cache.cache.layout import read_cache_index
+    from sfa_cache.cache.index import read_cache_index
     from sfa_cache.cache.verify import verify_cache
     from sfa_cache.data.inputs import read_input
 
     given = None
     if manifest is not None:
-        given = read_input(manifest, read_cache_index(cache_dir)["classes"], root, split)
+        given = read_input(manifest, read_cache_index(cache_dir).classes, root, split)
     problems = verify_cache(cache_dir, given)
     if problems:
         for p in problems:

@@ -19,7 +19,7 @@ from typing import Any, Optional
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.compare import Curve, mean_if_all, mean_std, time_to_target
 from sfa_cache.data.synthetic import CLASSES, FLASH_CLASSES
-from sfa_cache.pipelines.demo import Row, seed_dir
+from sfa_cache.pipelines.demo_rows import Row, seed_dir
 from sfa_cache.pipelines.job_configs import DemoConfig
 from sfa_cache.plot import accuracy_vs_seconds, cost_bars
 from sfa_cache.report import markdown_table

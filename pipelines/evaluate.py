@@ -21,14 +21,16 @@ from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import input_name, read_input
 from sfa_cache.data.loaders import video_loader
 from sfa_cache.runtime import resolve_device
-from sfa_cache.data.video_dataset import (EpochSampler, MultiViewClipDataset, MultiViewSpec, collate_items_skip_failed,
-                                         multi_view_clip)
+from sfa_cache.data.batches import EpochSampler, collate_items_skip_failed
+from sfa_cache.data.video_dataset import MultiViewClipDataset
+from sfa_cache.video.clips import ClipSpec, make_views
 from sfa_cache.errors import SfaError, VideoReadError
-from sfa_cache.models.vivit import ViViTFE, load_model
+from sfa_cache.checkpoint import load_model, read_run_record
+from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.job_configs import EvaluateConfig
 from sfa_cache.runtime import BAR_INTERVAL, autocast
 from sfa_cache.train.metrics import confusion_matrix, per_class_accuracy, topk_correct
-from sfa_cache.train.run_dir import FAILURES_FILE, read_run_config
+from sfa_cache.train.run_dir import FAILURES_FILE
 
 log = logging.getLogger("sfa_cache")
 
@@ -36,12 +38,12 @@ log = logging.getLogger("sfa_cache")
 
 def load_for_inference(run: str | Path, frames: Optional[int], device: torch.device) -> tuple[ViViTFE, list[str]]:
     """The end-to-end model of `run` (eval mode, on `device`) and its class names."""
-    config = read_run_config(run)
-    if config.get("kind") == "stage2":
+    record = read_run_record(run)
+    if record.kind == "stage2":
         raise SfaError(f"{run} is a Stage-2 run (no spatial weights); use {Path(run) / 'assembled'} "
                        "or `sfa-cache assemble` it first")
     model = load_model(run, num_frames=frames).to(device).eval()
-    return model, list(config["classes"])
+    return model, list(record.classes)
 
 
 @torch.no_grad()
@@ -54,9 +56,9 @@ def multi_view_logits(model: ViViTFE, views: torch.Tensor, amp: str) -> torch.Te
     return logits.float().view(B, V, -1).mean(dim=1)
 
 
-def _spec(model: ViViTFE, cfg_clips: int, cfg_crops: int, backend: str) -> MultiViewSpec:
+def _spec(model: ViViTFE, cfg_clips: int, cfg_crops: int, backend: str) -> ClipSpec:
     s = model.cfg.spatial
-    return MultiViewSpec(frames=model.temporal.num_frames, image_size=s.image_size, mean=s.mean, std=s.std,
+    return ClipSpec(frames=model.temporal.num_frames, image_size=s.image_size, mean=s.mean, std=s.std,
                          clips=cfg_clips, crops=cfg_crops, backend=backend)
 
 
@@ -122,7 +124,7 @@ def predict(run: str | Path, videos: Sequence[str | Path], *, clips: int = 1, cr
     results = []
     for path in videos:
         try:
-            views = multi_view_clip(path, spec)
+            views, _ = make_views(path, spec)
         except VideoReadError as e:
             results.append({"path": str(path), "error": e.reason})
             continue

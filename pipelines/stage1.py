@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 
+from sfa_cache.checkpoint import RunRecord
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import read_input
 from sfa_cache.data.loaders import video_loader
 from sfa_cache.data.manifest import Manifest, read_classes_file
-from sfa_cache.data.video_dataset import ClipSpec, EpochSampler, VideoClipDataset
+from sfa_cache.data.batches import EpochSampler
+from sfa_cache.data.video_dataset import VideoClipDataset
 from sfa_cache.distributed import start_processes
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig, temporal_preset
@@ -29,6 +31,7 @@ from sfa_cache.pipelines.job_configs import STAGE1_RUNTIME_KEYS, Stage1Config
 from sfa_cache.train import run_dir as rd
 from sfa_cache.train.fit import begin_run, fit
 from sfa_cache.train.loop import Trainer
+from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.transforms import AugmentConfig
 
 log = logging.getLogger("sfa_cache")
@@ -103,7 +106,7 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     trainer = Trainer(model, cfg.optim, steps_per_epoch=len(train_loader), num_classes=len(classes), device=device, seed=cfg.seed)
 
     begin_run(trainer, out, resuming=resuming, classes=classes, allow_world_size_change=cfg.allow_world_size_change,
-              config={"format": 1, "kind": "stage1", "model": config_to_dict(model.cfg), "train": config_to_dict(cfg)})
+              record=RunRecord(kind="stage1", model=model.cfg, train=config_to_dict(cfg)))
     if cfg.compile:
         model.compile()  # in place: state-dict keys stay the same
 

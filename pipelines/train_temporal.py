@@ -15,18 +15,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from safetensors.torch import load_file
 
 from sfa_cache.cache.dataset import CachedFeatureDataset, check_frames
 from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.checkpoint import RunRecord, init_from_stage1, read_model_config, read_spatial_fingerprint
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.loaders import make_loader
-from sfa_cache.data.video_dataset import EpochSampler
+from sfa_cache.data.batches import EpochSampler
 from sfa_cache.distributed import barrier, start_processes
 from sfa_cache.errors import SfaError
-from sfa_cache.models.config import (AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig,
+from sfa_cache.models.config import (AdapterConfig, SpatialConfig, SpatialSource, TemporalConfig, ViViTConfig,
                                      temporal_preset)
-from sfa_cache.models.vivit import MODEL_FILE, ViViTFE, checkpoint_filter_fn, read_model_config, read_spatial_fingerprint
+from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.assemble import assemble
 from sfa_cache.pipelines.job_configs import TRAIN_TEMPORAL_RUNTIME_KEYS, TrainTemporalConfig
 from sfa_cache.train import run_dir as rd
@@ -63,8 +63,8 @@ def check_fingerprint(stage1: str, cache: FeatureCache) -> None:
 def build_model_config(cfg: TrainTemporalConfig, cache: FeatureCache) -> ViViTConfig:
     """Spatial side from the cache, temporal side from the Stage-1 run (or the options), F frames."""
     adapter = AdapterConfig(cfg.adapter, cfg.adapter_hidden)
-    s = cache.index["spatial"]
-    spatial = SpatialConfig(backbone=s["backbone"], image_size=s["image_size"], mean=tuple(s["mean"]), std=tuple(s["std"]))
+    s = cache.index.spatial
+    spatial = SpatialConfig(backbone=s.backbone, image_size=s.image_size, mean=s.mean, std=s.std)
     if cfg.stage1 is not None:
         base = read_model_config(cfg.stage1)
         spatial = dataclasses.replace(base.spatial, mean=spatial.mean, std=spatial.std)
@@ -78,27 +78,6 @@ def build_model_config(cfg: TrainTemporalConfig, cache: FeatureCache) -> ViViTCo
         temporal = dataclasses.replace(temporal, pos_embed_std=cfg.temporal_pos_std)
     return ViViTConfig(num_classes=len(cache.classes), spatial=spatial, adapter=adapter, temporal=temporal,
                        embed_dim=cache.dim)
-
-
-def init_from_stage1(model: ViViTFE, stage1: str, classes: list[str]) -> None:
-    """Load the Stage-1 temporal transformer (position embeddings resized to F frames).
-
-    The adapter is new in Stage 2 and keeps its own initialisation. A Stage-1 run trained on
-    another class list (cross-dataset initialisation, paper Table 2) gives everything but the
-    classification head, which starts from zero.
-    """
-    state = checkpoint_filter_fn(load_file(str(Path(stage1) / MODEL_FILE)), model)
-    stage1_classes = rd.read_run_config(stage1).get("classes")
-    allowed_missing = ("adapter.",)
-    if stage1_classes != classes:
-        log.warning("the Stage-1 run has other classes (%d) than the cache (%d): its head is not used",
-                    len(stage1_classes or []), len(classes))
-        state = {k: v for k, v in state.items() if not k.startswith("temporal.head.")}
-        allowed_missing += ("temporal.head.",)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(allowed_missing)]
-    if missing or unexpected:
-        raise SfaError(f"{stage1}: its temporal weights do not fit (missing {missing[:6]}, unexpected {unexpected[:6]})")
 
 
 def check_inputs(cfg: TrainTemporalConfig) -> tuple[FeatureCache, Optional[FeatureCache]]:
@@ -121,7 +100,7 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
     train_cache, val_cache = check_inputs(cfg)
     classes = train_cache.classes
     model_cfg = build_model_config(cfg, train_cache)
-    if val_cache is not None and val_cache.index["extraction"]["views"]["mode"] != "eval":
+    if val_cache is not None and val_cache.index.extraction.views.mode != "eval":
         log.warning("the eval cache %s was extracted with --mode train: its views are augmented, so the "
                     "validation numbers are of augmented clips; extract it with --mode eval", val_cache.dir)
     train_ds = CachedFeatureDataset(train_cache, cfg.frames, train=True, seed=cfg.seed)
@@ -144,13 +123,14 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
         val_loader = make_loader(val_ds, val_sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers,
                                  device=device)
     trainer = Trainer(model, cfg.optim, steps_per_epoch=len(loader), num_classes=len(classes), device=device, seed=cfg.seed)
-    begin_run(trainer, out, resuming=resuming, classes=classes, allow_world_size_change=cfg.allow_world_size_change, config={
-        "format": 1, "kind": "stage2", "model": config_to_dict(model.cfg), "train": config_to_dict(cfg),
-        "fingerprint": train_cache.fingerprint,
-        "caches": {"train": str(train_cache.dir.resolve()), "val": str(val_cache.dir.resolve()) if val_cache else None},
-        "spatial_source": {"run": str(Path(cfg.stage1).resolve())} if cfg.stage1 else train_cache.index["source"],
-        "skipped_clips": {"train": train_ds.skipped, "val": val_ds.skipped if val_ds else 0},
-    })
+    record = RunRecord(
+        kind="stage2", model=model.cfg, train=config_to_dict(cfg), fingerprint=train_cache.fingerprint,
+        caches={"train": str(train_cache.dir.resolve()), "val": str(val_cache.dir.resolve()) if val_cache else None},
+        spatial_source=SpatialSource(run=str(Path(cfg.stage1).resolve())) if cfg.stage1 else train_cache.index.source,
+        skipped_clips={"train": train_ds.skipped, "val": val_ds.skipped if val_ds else 0},
+    )
+    begin_run(trainer, out, resuming=resuming, classes=classes, allow_world_size_change=cfg.allow_world_size_change,
+              record=record)
     params = trainable_count(model.parameters())
     log.info("Stage 2: %d trainable parameters (adapter %s + temporal), %d frames, %d train clips (%d skipped)",
              params, cfg.adapter, cfg.frames, len(train_ds), train_ds.skipped)

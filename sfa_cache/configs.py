@@ -16,8 +16,29 @@ T = TypeVar("T")
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """A JSON-ready dict of a (possibly nested) config dataclass."""
-    return dataclasses.asdict(cfg)
+    """A JSON-ready dict of a (possibly nested) config dataclass.
+
+    A dataclass may name, in a class attribute `OMIT_NONE`, fields that are left out when None
+    (parts of a record that only some kinds of it have); every other field is always written.
+    """
+    out: dict[str, Any] = {}
+    omit = getattr(cfg, "OMIT_NONE", ())
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None and f.name in omit:
+            continue
+        out[f.name] = _to_json(value)
+    return out
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return config_to_dict(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_json(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    return value
 
 
 def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
@@ -51,6 +72,8 @@ def _coerce(hint: Any, value: Any, *, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is tuple and isinstance(value, list):
         return tuple(value)
+    if origin is list and isinstance(value, list) and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        return [_coerce(typing.get_args(hint)[0], v, where=f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is typing.Union:  # Optional[X]
         for arg in typing.get_args(hint):
             if arg is not type(None) and value is not None:

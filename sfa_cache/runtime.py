@@ -1,4 +1,5 @@
-"""How a job runs on this machine: the device, mixed precision, progress-bar pace, peak memory.
+"""How a job runs on this machine: the device, mixed precision, progress-bar pace, peak memory,
+and the library versions recorded with every run and cache.
 
 torch is imported inside the functions, not at the top: the command line reads `AMP_MODES`
 for its `--help` and option checks, and `sfa-cache --help` must not wait for torch to load.
@@ -7,6 +8,7 @@ for its `--help` and option checks, and `sfa-cache --help` must not wait for tor
 from __future__ import annotations
 
 import contextlib
+import platform
 import sys
 from typing import TYPE_CHECKING
 
@@ -59,3 +61,26 @@ def peak_memory_mb(device: torch.device) -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def library_versions() -> dict[str, str]:
+    """Versions that change numerics or decoding, recorded with every run and cache."""
+    import numpy
+    import timm
+    import torch
+
+    import sfa_cache
+
+    versions = {
+        "sfa_cache": sfa_cache.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": numpy.__version__,
+    }
+    for name in ("decord", "av"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = "missing"
+    return versions

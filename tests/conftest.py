@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from sfa_cache.configs import config_to_dict
 from sfa_cache.data.manifest import infer_classes
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig
-from sfa_cache.models.vivit import ViViTFE, save_model_weights
-from sfa_cache.train.run_dir import write_run_config
+from sfa_cache.checkpoint import RunRecord, save_model_weights
+from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.video.writer import write_video
 
 TINY_BACKBONE = "vit_tiny_patch16_224"
@@ -22,10 +21,10 @@ TINY_BACKBONE = "vit_tiny_patch16_224"
 def cache_arrays(cache_dir: Path) -> dict[str, np.ndarray]:
     """Every array of a finished feature cache, its shards concatenated in clip order."""
     from sfa_cache.cache import layout
+    from sfa_cache.cache.index import read_cache_index
     from sfa_cache.cache.writer import read_shard
 
-    index = layout.read_cache_index(cache_dir)
-    shards = [read_shard(layout.shard_path(cache_dir, s["index"])).arrays() for s in index["shards"]]
+    shards = [read_shard(layout.shard_path(cache_dir, s.index)).arrays() for s in read_cache_index(cache_dir).shards]
     return {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
 
 
@@ -76,7 +75,7 @@ def tiny_run(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(1)
     model = ViViTFE(tiny_config(num_classes=len(classes)))
     save_model_weights(model, out)
-    write_run_config(out, {"format": 1, "kind": "stage1", "model": config_to_dict(model.cfg), "classes": classes})
+    RunRecord(kind="stage1", model=model.cfg, classes=classes).save(out)
     return out
 
 

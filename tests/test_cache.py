@@ -13,9 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sfa_cache.atomic import atomic_write_json
-from sfa_cache.cache import layout
 from sfa_cache.cache.batching import FrameBatcher
+from sfa_cache.cache.builder import write_features
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.layout import COMPRESSORS
 from sfa_cache.cache.writer import ShardData, read_shard, write_shard
@@ -55,19 +54,11 @@ def test_empty_shard_features_are_nan_never_zero() -> None:
 
 
 def _fake_cache(root: Path, sizes: list[int]) -> tuple[Path, list[ShardData]]:
-    """A finished cache written through the real writer and layout (no model needed)."""
-    shards, start = [], 0
-    for i, n in enumerate(sizes):
-        data = _shard(n, seed=i)
-        write_shard(layout.shard_path(root, i), data)
-        layout.write_marker(root, i, {"shard": i, "key": "k", "checksum": data.checksum(), "failures": []})
-        shards.append({"index": i, "start": start, "stop": start + n, "checksum": data.checksum()})
-        start += n
-    atomic_write_json(root / layout.CACHE_FILE, {
-        "format": layout.CACHE_FORMAT, "key": "k", "num_clips": start, "views": 2, "frames": 3, "dim": 4,
-        "dtype": "float16", "classes": list("abcde"), "fingerprint": "sha256:x", "shards": shards,
-    })
-    return root, [_shard(n, seed=i) for i, n in enumerate(sizes)]
+    """A finished cache written through the real builder, writer and layout (no model needed):
+    shards of `sizes[0]` clips (the last one shorter)."""
+    datas = [_shard(n, seed=i) for i, n in enumerate(sizes)]
+    whole = ShardData(**{k: np.concatenate([d.arrays()[k] for d in datas]) for k in datas[0].arrays()})
+    return write_features(root, "fake", whole, classes=list("abcde"), clips_per_shard=sizes[0]), datas
 
 
 def test_reader_maps_global_clips_to_shards(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from sfa_cache.cache.writer import read_shard, write_shard
 from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import infer_classes, read_manifest
 from sfa_cache.errors import SfaError
-from sfa_cache.models.vivit import load_spatial, read_spatial_fingerprint
+from sfa_cache.checkpoint import load_spatial, read_spatial_fingerprint
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
 from sfa_cache.video.reader import open_video
@@ -276,7 +276,7 @@ def test_bare_backbone_with_local_weights(synthetic: Path, tmp_path: Path) -> No
     cache = FeatureCache(run_extract(cfg).cache_dir)
     reader = open_video(read_manifest(synthetic / "val.csv", cache.classes).entries[0].path)
     idx = uniform_indices(reader.num_frames, 4, train=False)
-    mean, std = cache.index["spatial"]["mean"], cache.index["spatial"]["std"]
+    mean, std = cache.index.spatial.mean, cache.index.spatial.std
     frames = eval_crops(reader.get_frames(idx), 32, tuple(mean), tuple(std))[0]
     with torch.no_grad():
         expected = image_model.eval().forward_head(image_model.forward_features(frames), pre_logits=True)

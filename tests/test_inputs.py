@@ -19,13 +19,15 @@ from click.testing import CliRunner
 
 from conftest import cache_arrays
 from sfa_cache.cache import layout
+from sfa_cache.cache.index import read_cache_index
 from sfa_cache.cache.verify import verify_cache
 from sfa_cache.cli.main import cli
 from sfa_cache.data.failures import read_failures
 from sfa_cache.data.inputs import input_kind, input_name, read_input
 from sfa_cache.data.manifest import infer_classes, manifest_digest, read_manifest
 from sfa_cache.data.pack_wds import pack_wds
-from sfa_cache.data.video_dataset import ClipSpec, VideoClipDataset
+from sfa_cache.data.video_dataset import VideoClipDataset
+from sfa_cache.video.clips import ClipSpec
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
@@ -220,8 +222,8 @@ def test_extract_from_wds_equals_the_csv_cache_and_resumes(tiny_run: Path, synth
     want, got = cache_arrays(from_csv.cache_dir), cache_arrays(from_wds.cache_dir)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-    index = layout.read_cache_index(from_wds.cache_dir)
-    assert index["manifest"]["kind"] == "wds" and index["manifest"]["keys"][0] == "00000000-000000"
+    index = read_cache_index(from_wds.cache_dir)
+    assert index.manifest.kind == "wds" and index.manifest.keys[0] == "00000000-000000"
     # Resume: a shard whose marker is lost is redone, the rest kept; the result is the same.
     layout.marker_path(from_wds.cache_dir, 1).unlink()
     again = run_extract(_extract_cfg(tiny_run, packed, tmp_path / "c"))
@@ -243,7 +245,7 @@ def test_extract_from_broken_shards_records_and_skips(tiny_run: Path, broken_sha
     arrays = cache_arrays(cache_dir)
     np.testing.assert_array_equal(arrays["valid"], [True, False, True, True, True])
     assert np.isnan(arrays["features"][1]).all()
-    skipped = layout.read_cache_index(cache_dir)["manifest"]["skipped"]
+    skipped = read_cache_index(cache_dir).manifest.skipped
     # no label, bad label, no video, the cut-off member and its shard, not a tar, a corrupt header
     assert len(skipped) == 7 and sum("truncated" in s["reason"] for s in skipped) == 2
 

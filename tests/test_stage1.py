@@ -16,11 +16,11 @@ from safetensors.torch import load_file
 from conftest import TINY_BACKBONE
 from sfa_cache.cli.main import cli
 from sfa_cache.errors import SfaError
-from sfa_cache.models.vivit import load_model
+from sfa_cache.checkpoint import load_model, read_run_record
 from sfa_cache.configs import config_to_dict
 from sfa_cache.pipelines.job_configs import Stage1Config, resolve_stage1_config
 from sfa_cache.pipelines.stage1 import run_stage1
-from sfa_cache.train.run_dir import load_train_state, read_metrics, read_run_config
+from sfa_cache.train.run_dir import load_train_state, read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +52,10 @@ def test_tiny_stage1_lowers_the_loss_and_writes_a_loadable_run(two_class: Path, 
     assert min(val_losses[-3:]) < math.log(2) - 0.1, val_losses
     for name in ("config.json", "model.safetensors", "train_state.pt", "metrics.jsonl", "classes.json"):
         assert (out / name).is_file(), name
-    config = read_run_config(out)
-    assert config["kind"] == "stage1" and config["classes"] == ["flash_late", "move_left"]
-    assert resolve_stage1_config(config["train"]) == _cfg(two_class, out, epochs=10)  # config.json feeds back
-    assert config["train"]["optim"]["lr"] == 0.05 and config["versions"]["timm"]
+    record = read_run_record(out)
+    assert record.kind == "stage1" and record.classes == ["flash_late", "move_left"]
+    assert resolve_stage1_config(record.train) == _cfg(two_class, out, epochs=10)  # config.json feeds back
+    assert record.train["optim"]["lr"] == 0.05 and record.versions["timm"]
     assert json.loads((out / "classes.json").read_text()) == ["flash_late", "move_left"]
     train_records = [r for r in read_metrics(out) if r["kind"] == "train"]
     assert train_records and {"loss", "lr", "clips_per_s", "step"} <= set(train_records[0])

@@ -17,9 +17,9 @@ from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import read_manifest
-from sfa_cache.data.video_dataset import MultiViewSpec, multi_view_clip
+from sfa_cache.video.clips import ClipSpec, make_views
 from sfa_cache.errors import SfaError
-from sfa_cache.models.vivit import load_model
+from sfa_cache.checkpoint import load_model, read_run_record
 from sfa_cache.pipelines.ablate import run_ablation
 from sfa_cache.pipelines.evaluate import predict, run_evaluate
 from sfa_cache.pipelines.extract import run_extract
@@ -27,7 +27,7 @@ from sfa_cache.pipelines.job_configs import (EvaluateConfig, ExtractConfig, reso
                                             resolve_train_temporal_config)
 from sfa_cache.pipelines.stage1 import run_stage1
 from sfa_cache.pipelines.train_temporal import run_train_temporal
-from sfa_cache.train.run_dir import read_metrics, read_run_config
+from sfa_cache.train.run_dir import read_metrics
 
 
 @pytest.fixture(scope="module")
@@ -125,13 +125,13 @@ def test_stage2_learns_and_assembles(caches: dict[str, Path], stage1_run: Path, 
     # Two classes: a model that only knows the prior scores ln 2. Stage 2 must do better.
     assert min(r["val_loss"] for r in epochs[-3:]) < math.log(2) - 0.1, [r["val_loss"] for r in epochs]
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
-    config = read_run_config(tmp_path / "s2")
-    assert config["kind"] == "stage2" and config["fingerprint"] == FeatureCache(caches["train"]).fingerprint
-    assert resolve_train_temporal_config(config["train"]) == _cfg(cached, stage1_run, tmp_path / "s2", num_workers=2)
+    record = read_run_record(tmp_path / "s2")
+    assert record.kind == "stage2" and record.fingerprint == FeatureCache(caches["train"]).fingerprint
+    assert resolve_train_temporal_config(record.train) == _cfg(cached, stage1_run, tmp_path / "s2", num_workers=2)
     assert not any(k.startswith("spatial.") for k in load_file(str(tmp_path / "s2" / "model.safetensors")))
     assert result["params_trained"] == sum(v.numel() for v in load_file(str(tmp_path / "s2" / "model.safetensors")).values())
     assembled = Path(result["assembled"])
-    assert read_run_config(assembled)["kind"] == "assembled"
+    assert read_run_record(assembled).kind == "assembled"
     model = load_model(assembled)
     assert model.spatial is not None and model.temporal.num_frames == 8
 
@@ -211,11 +211,11 @@ def test_cache_path_and_raw_video_path_agree(caches: dict[str, Path], stage1_run
     cache = FeatureCache(caches["val"])
     entries = read_manifest(two_class["val"], cache.classes).entries
     s = assembled.cfg.spatial
-    spec = MultiViewSpec(frames=8, image_size=s.image_size, mean=s.mean, std=s.std)
+    spec = ClipSpec(frames=8, image_size=s.image_size, mean=s.mean, std=s.std)
     with torch.no_grad():
         for clip in range(len(cache)):
             from_cache = stage2(torch.from_numpy(cache.features(clip)[0].astype(np.float32))[None])
-            from_video = assembled(multi_view_clip(entries[clip].path, spec))
+            from_video = assembled(make_views(entries[clip].path, spec)[0])
             torch.testing.assert_close(from_cache, from_video, rtol=5e-3, atol=5e-3)
     # The residual adapter starts as the identity (fc2 = 0): non-zero now, so parity covers a trained adapter.
     assert load_file(str(tmp_path / "s2" / "model.safetensors"))["adapter.fc2.weight"].abs().max() > 0
@@ -292,7 +292,7 @@ def test_assemble_command_and_the_assembled_model_as_an_extraction_source(caches
     assert not (tmp_path / "s2" / "assembled").exists()
     r = CliRunner().invoke(cli, ["assemble", str(tmp_path / "s2"), "--out", str(tmp_path / "asm")])
     assert r.exit_code == 0 and r.output.strip() == str(tmp_path / "asm")
-    assert read_run_config(tmp_path / "asm")["kind"] == "assembled"
+    assert read_run_record(tmp_path / "asm").kind == "assembled"
     # Same spatial weights, same settings, same videos: the eval cache is found, not recomputed.
     again = run_extract(ExtractConfig(model=str(tmp_path / "asm"), manifest=str(two_class["val"]), mode="eval", frames=8,
                                       cache_root=str(caches["val"].parent), num_workers=0, progress=False))

@@ -49,7 +49,7 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
             log.info("%s: %d of %d clips failed at extraction and are skipped", cache.dir, self.skipped, len(cache))
         if not len(self.clips):
             raise SfaError(f"{cache.dir} holds no valid clip")
-        mode = cache.index.get("extraction", {}).get("views", {}).get("mode")
+        mode = cache.index.extraction.views.mode
         # The centre view: crop 1 of an eval cache's 3 crops; otherwise the first view.
         self.eval_view = 1 if mode == "eval" and cache.views == 3 else 0
 

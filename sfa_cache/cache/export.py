@@ -39,25 +39,26 @@ def export_h5(cache_dir: str | os.PathLike, out: str | os.PathLike, *, compressi
     if out.exists():
         raise SfaError(f"{out} exists; choose another file or delete it first")
     n, v, f, d = len(cache), cache.views, cache.frames, cache.dim
-    manifest = cache.index.get("manifest") or {}
+    manifest = cache.index.manifest
 
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as h5:
-            feats = h5.create_dataset("features", shape=(n, v, f, d), dtype=cache.index["dtype"], chunks=(1, v, f, d),
+            feats = h5.create_dataset("features", shape=(n, v, f, d), dtype=cache.index.dtype, chunks=(1, v, f, d),
                                       compression=compression)
             frame_index = h5.create_dataset("frame_index", shape=(n, v, f), dtype=np.int32)
             # Features one clip at a time: memory stays one clip, whatever the cache size.
             for clip in tqdm(range(n), desc="export", unit="clip", dynamic_ncols=True, disable=not progress):
                 feats[clip] = cache.features(clip)
             for s, shard in enumerate(cache.shards):
-                frame_index[shard["start"] : shard["stop"]] = cache.shard_frame_index(s)
+                frame_index[shard.start : shard.stop] = cache.shard_frame_index(s)
             h5["labels"] = cache.labels.astype(np.int64)
             h5["clip_index"] = cache.clip_index.astype(np.int64)
             h5["valid"] = cache.valid.astype(bool)
             h5.attrs.update({"format": EXPORT_FORMAT, "classes": json.dumps(cache.classes), "fingerprint": cache.fingerprint,
-                             "views": v, "frames": f, "dim": d, "dtype": cache.index["dtype"],
+                             "views": v, "frames": f, "dim": d, "dtype": cache.index.dtype,
                              # path, split and digest of the source manifest (its row list can be huge)
-                             "manifest": json.dumps({k: manifest.get(k) for k in ("path", "split", "digest")})})
+                             "manifest": json.dumps({"path": manifest.path, "split": manifest.split,
+                                                     "digest": manifest.digest})})
 
     atomic_write(out, write)
     return {"out": str(out), "clips": n, "views": v, "frames": f, "dim": d, "bytes": out.stat().st_size}

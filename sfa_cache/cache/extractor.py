@@ -1,5 +1,6 @@
 """The extraction engine: decode clips in worker processes, encode their frames in fixed
-batches, and write each shard in the background, marker last.
+batches, and hand each filled shard to a writer in the background (`CacheBuilder.write_shard`:
+the data, then the marker).
 
 Three stages overlap: a `DecodePool` decodes ahead of the model, the calling thread runs the
 spatial model, and a writer thread compresses and writes the previous shard. The model waits
@@ -13,7 +14,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,14 +22,15 @@ from torch import nn
 from tqdm import tqdm
 
 from sfa_cache.cache.batching import FrameBatcher
-from sfa_cache.cache.layout import ShardPlan, shard_path, write_marker
-from sfa_cache.cache.views import ClipJob, ViewSpec, decode_views
-from sfa_cache.cache.writer import ShardData, write_shard
+from sfa_cache.cache.layout import ShardPlan
+from sfa_cache.cache.views import ClipJob, decode_views
+from sfa_cache.cache.writer import ShardData
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.manifest import ManifestEntry
 from sfa_cache.errors import SfaError
 from sfa_cache.runtime import BAR_INTERVAL, autocast
+from sfa_cache.video.clips import ClipSpec
 
 log = logging.getLogger(__name__)
 
@@ -61,29 +63,30 @@ class ExtractorConfig:
     """How the engine runs (none of it changes the cached values, except dtype and amp)."""
 
     dtype: str = "float16"
-    compressor: str = "blosc"
     amp: str = "none"
     batch_frames: int = 256
     workers: int = 4
     decode_timeout: Optional[float] = 60.0
-    backend: str = "decord"
     progress: bool = True
 
 
+ShardWriter = Callable[[ShardPlan, ShardData, list[dict[str, Any]]], None]
+
+
 class ShardExtractor:
-    """Fills shards of the cache at `cache_dir` with the CLS tokens of `backbone`.
+    """Fills shards with the CLS tokens of `backbone` and gives each to `write` (shard, data, failures).
 
     `backbone`: [N, 3, S, S] -> [N, D] (a headless timm ViT pooling its CLS token).
     """
 
-    def __init__(self, backbone: nn.Module, device: torch.device, spec: ViewSpec, cfg: ExtractorConfig,
-                 *, cache_dir: str | Path, key: str, failure_log: Optional[Path] = None) -> None:
+    def __init__(self, backbone: nn.Module, device: torch.device, spec: ClipSpec, cfg: ExtractorConfig,
+                 *, write: ShardWriter, seed: int = 0, failure_log: Optional[Path] = None) -> None:
         self.backbone = backbone.to(device).eval()
         self.device = device
         self.spec = spec
         self.cfg = cfg
-        self.cache_dir = Path(cache_dir)
-        self.key = key
+        self.write = write
+        self.seed = seed
         self.failure_log = failure_log
         self.dim: int = backbone.embed_dim
         # Under AMP the patch embedding casts its input anyway: ship frames in half precision.
@@ -101,7 +104,7 @@ class ShardExtractor:
 
     def run(self, shards: Sequence[ShardPlan], entries: Sequence[ManifestEntry]) -> ExtractStats:
         """Extract `shards` (global clip ranges into `entries`); each ends with its marker."""
-        jobs = [ClipJob(entries[i].row, entries[i].path, self.spec, self.cfg.backend, self.transport)
+        jobs = [ClipJob(entries[i].row, entries[i].path, self.spec, self.seed, self.transport)
                 for s in shards for i in range(s.start, s.stop)]
         pool = DecodePool(decode_views, workers=self.cfg.workers, timeout=self.cfg.decode_timeout,
                           preload=["sfa_cache.cache.views"])
@@ -118,7 +121,7 @@ class ShardExtractor:
                 stats.frames += batcher.frames_done
                 if pending is not None:
                     pending.result()  # at most one shard in memory waits for the disk
-                pending = writer.submit(self._write, shard, data, failures)
+                pending = writer.submit(self.write, shard, data, failures)
                 bar.set_postfix(frames_s=f"{stats.frames / (time.perf_counter() - t0):.0f}", failed=len(stats.failures))
             if pending is not None:
                 pending.result()
@@ -167,11 +170,3 @@ class ShardExtractor:
             raise SfaError(f"the spatial model produced NaN/inf for clip {shard.start + int(bad[0])} "
                            f"({entries[shard.start + int(bad[0])].path}); try --amp none")
         return data, failures, batcher
-
-    def _write(self, shard: ShardPlan, data: ShardData, failures: list[dict[str, Any]]) -> None:
-        write_shard(shard_path(self.cache_dir, shard.index), data, self.cfg.compressor)
-        write_marker(self.cache_dir, shard.index, {
-            "shard": shard.index, "start": shard.start, "stop": shard.stop, "key": self.key,
-            "clip_rows": data.clip_index.tolist(), "valid": int(data.valid.sum()),
-            "checksum": data.checksum(), "failures": failures,
-        })

@@ -5,6 +5,7 @@
     CACHE/shards/shard-NNNNN.done   completion marker, written atomically after the shard
     CACHE/failures.jsonl            clips that could not be decoded
     CACHE/cache.json                the index, written last: its presence means "complete"
+                                    (both JSON files are `index.CacheIndex`, written by `builder.CacheBuilder`)
     CACHE/.locks/                   per-shard lock files held while a process writes a shard
 
 Markers are the only truth about a shard: a shard folder without a valid marker (matching this
@@ -110,27 +111,3 @@ def shard_locks(cache_dir: str | os.PathLike, indices: list[int]) -> Iterator[No
     finally:
         for f in held:
             f.close()  # closing releases the lock
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SfaError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise SfaError(f"{path} does not hold a JSON object")
-    return data
-
-
-def read_cache_index(cache_dir: str | os.PathLike) -> dict[str, Any]:
-    """cache.json of a finished cache (error naming the state of an unfinished one)."""
-    cache_dir = Path(cache_dir)
-    path = cache_dir / CACHE_FILE
-    if path.is_file():
-        index = read_json(path)
-        if index.get("format") != CACHE_FORMAT:
-            raise SfaError(f"{path}: cache format {index.get('format')!r} is not supported (expected {CACHE_FORMAT})")
-        return index
-    if (cache_dir / JOB_FILE).is_file():
-        raise SfaError(f"{cache_dir} is an unfinished cache (no {CACHE_FILE}); rerun the same extract command to finish it")
-    raise SfaError(f"{cache_dir} is not a feature cache (no {CACHE_FILE})")

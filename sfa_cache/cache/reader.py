@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sfa_cache.cache.layout import read_cache_index, shard_path
+from sfa_cache.cache.index import CacheIndex, ShardEntry, read_cache_index
+from sfa_cache.cache.layout import shard_path
 
 
 class FeatureCache:
@@ -23,35 +24,35 @@ class FeatureCache:
 
     def __init__(self, cache_dir: str | os.PathLike) -> None:
         self.dir = Path(cache_dir)
-        self.index: dict[str, Any] = read_cache_index(self.dir)
-        self.shards: list[dict[str, Any]] = self.index["shards"]
-        self._starts = [s["start"] for s in self.shards]
+        self.index: CacheIndex = read_cache_index(self.dir)
+        self.shards: list[ShardEntry] = self.index.shards
+        self._starts = [s.start for s in self.shards]
         self._arrays: dict[tuple[int, str], Any] = {}
         self._pid = os.getpid()
 
     # --- description ---------------------------------------------------------------------------
     def __len__(self) -> int:
-        return int(self.index["num_clips"])
+        return self.index.num_clips
 
     @property
     def views(self) -> int:
-        return int(self.index["views"])
+        return self.index.views
 
     @property
     def frames(self) -> int:
-        return int(self.index["frames"])
+        return self.index.frames
 
     @property
     def dim(self) -> int:
-        return int(self.index["dim"])
+        return self.index.dim
 
     @property
     def classes(self) -> list[str]:
-        return list(self.index["classes"])
+        return list(self.index.classes)
 
     @property
     def fingerprint(self) -> str:
-        return str(self.index["fingerprint"])
+        return self.index.fingerprint
 
     # --- per-clip access -----------------------------------------------------------------------
     def locate(self, clip: int) -> tuple[int, int]:

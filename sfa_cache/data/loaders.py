@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
-from sfa_cache.data.video_dataset import collate_skip_failed
+from sfa_cache.data.batches import collate_skip_failed
 
 
 def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_workers: int, device: torch.device,

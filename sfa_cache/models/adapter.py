@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sfa_cache.models.config import AdapterConfig
+from sfa_cache.errors import SfaError
+from sfa_cache.models.config import ADAPTER_KINDS, AdapterConfig
 
 
 class MLPAdapter(nn.Module):
@@ -44,4 +45,6 @@ def build_adapter(cfg: AdapterConfig, dim: int) -> nn.Module:
         return MLPAdapter(dim, hidden)
     if cfg.kind == "residual":
         return ResidualAdapter(dim, hidden)
-    return nn.Identity()
+    if cfg.kind == "none":
+        return nn.Identity()
+    raise SfaError(f"unknown adapter kind {cfg.kind!r}; choose one of {', '.join(ADAPTER_KINDS)}")

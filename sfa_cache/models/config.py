@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from sfa_cache.errors import SfaError
 
@@ -21,6 +21,25 @@ class SpatialConfig:
     # Normalisation; None = take them from the backbone's timm pretrained cfg at build time.
     mean: Optional[tuple[float, float, float]] = None
     std: Optional[tuple[float, float, float]] = None
+
+
+@dataclass
+class SpatialSource:
+    """Where spatial weights came from, so that they can be rebuilt and checked: a run directory
+    (Stage 1 or assembled), or a bare timm backbone with local weights, hub weights or a seed."""
+
+    OMIT_NONE: ClassVar[tuple[str, ...]] = ("run", "kind", "backbone", "image_size", "seed", "weights")
+
+    run: Optional[str] = None  # an absolute run directory ...
+    kind: Optional[str] = None  # ... and its kind
+    backbone: Optional[str] = None  # or a timm model name ...
+    image_size: Optional[int] = None
+    seed: Optional[int] = None  # ... whose random weights came from this seed
+    weights: Optional[str] = None  # ... or from this local file, or "timm-hub", or "random"
+
+    def __post_init__(self) -> None:
+        if (self.run is None) == (self.backbone is None):
+            raise SfaError("a spatial source names either a run or a backbone")
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Optional
 
 import timm
 import torch
@@ -146,3 +147,17 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
 def _names(keys: list[str], limit: int = 8) -> str:
     shown = ", ".join(keys[:limit])
     return shown + (f" ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def build_backbone_spatial(backbone: str, image_size: int, *, weights: Optional[str] = None, pretrained: bool = False,
+                           seed: int = 0) -> tuple[SpatialTransformer, SpatialConfig]:
+    """A bare timm backbone as the spatial transformer (no Stage 1), its config with mean/std resolved.
+
+    Random weights (neither `weights` nor `pretrained`) come from `seed`, so they can be rebuilt.
+    """
+    torch.manual_seed(seed)
+    spatial = SpatialTransformer(SpatialConfig(backbone=backbone, image_size=image_size), pretrained=pretrained)
+    if weights:
+        load_backbone_weights(spatial.backbone, weights)
+    mean, std = backbone_norm(spatial.backbone)
+    return spatial, SpatialConfig(backbone=backbone, image_size=image_size, mean=mean, std=std)

@@ -7,23 +7,13 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sfa_cache.atomic import atomic_write
-from sfa_cache.models.fingerprint import FINGERPRINT_VERSION, spatial_fingerprint
-from sfa_cache.configs import config_from_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.adapter import build_adapter
-from sfa_cache.models.config import SpatialConfig, ViViTConfig
+from sfa_cache.models.config import ViViTConfig
 from sfa_cache.models.spatial import SpatialTransformer, backbone_norm, load_backbone_weights
 from sfa_cache.models.temporal import TemporalTransformer, resize_temporal_pos_embed
-from sfa_cache.train.run_dir import CONFIG_FILE, read_run_config
-
-MODEL_FILE = "model.safetensors"
-# In the safetensors header metadata; versioned so that a stale definition is never trusted.
-FINGERPRINT_KEY = f"spatial_fingerprint_v{FINGERPRINT_VERSION}"
 
 
 class ViViTFE(nn.Module):
@@ -120,88 +110,15 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: ViViTFE) ->
     return out
 
 
-def load_vivit_state_dict(model: ViViTFE, state_dict: dict[str, torch.Tensor], *, allow_missing_adapter: bool = False) -> None:
-    """Load a (possibly foreign-frame-count) ViViTFE state dict, strictly except where allowed."""
-    sd = checkpoint_filter_fn(state_dict, model)
+def load_vivit_state_dict(model: ViViTFE, state_dict: dict[str, torch.Tensor], *, allow_missing: tuple[str, ...] = (),
+                          drop: tuple[str, ...] = (), where: str = "the checkpoint") -> None:
+    """Load a ViViTFE state dict into `model`, adapted by `checkpoint_filter_fn` (another frame
+    count, no spatial part), and strictly otherwise: keys under a `drop` prefix are discarded
+    (e.g. a head trained on other classes), keys under an `allow_missing` prefix may be absent and
+    keep the model's own initialisation (e.g. the adapter, new in Stage 2). Anything else missing
+    or unexpected is an error naming `where`."""
+    sd = {k: v for k, v in checkpoint_filter_fn(state_dict, model).items() if not k.startswith(drop)}
     missing, unexpected = model.load_state_dict(sd, strict=False)
-    if allow_missing_adapter:
-        missing = [k for k in missing if not k.startswith("adapter.")]
+    missing = [k for k in missing if not k.startswith(allow_missing + drop)]
     if missing or unexpected:
-        raise SfaError(f"checkpoint does not fit the model: missing {missing[:8]}, unexpected {unexpected[:8]}")
-
-
-def save_model_weights(model: ViViTFE, run_dir: str | Path) -> None:
-    """Write `model.safetensors` atomically, with the spatial fingerprint in its header metadata.
-
-    The fingerprint travels with the weights it describes, so a cache can be matched to a run
-    without hashing the run's weights again.
-    """
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {}
-    if model.spatial is not None:
-        metadata[FINGERPRINT_KEY] = spatial_fingerprint(model.spatial.backbone.state_dict(), model.cfg.spatial)
-    atomic_write(Path(run_dir) / MODEL_FILE, lambda tmp: save_file(state, str(tmp), metadata=metadata))
-
-
-def read_spatial_fingerprint(run_dir: str | Path) -> str:
-    """The spatial fingerprint of a run directory's weights (from the header, else computed)."""
-    weights = _weights_file(run_dir)
-    with safe_open(str(weights), framework="pt") as f:
-        stored = (f.metadata() or {}).get(FINGERPRINT_KEY)
-    if stored:
-        return stored
-    spatial, cfg = load_spatial(run_dir)
-    return spatial_fingerprint(spatial.backbone.state_dict(), cfg)
-
-
-def _weights_file(run_dir: str | Path) -> Path:
-    weights = Path(run_dir) / MODEL_FILE
-    if not weights.is_file():
-        raise SfaError(f"{run_dir} has no {MODEL_FILE}")
-    return weights
-
-
-def load_spatial(run_dir: str | Path) -> tuple[SpatialTransformer, SpatialConfig]:
-    """Only the spatial transformer of a run directory (Stage 1 or assembled), weights loaded.
-
-    The returned config has mean/std resolved. The temporal part is never built.
-    """
-    cfg = read_model_config(run_dir).spatial
-    if cfg.mean is None or cfg.std is None:
-        raise SfaError(f"{run_dir}: the model config has no resolved mean/std")
-    with safe_open(str(_weights_file(run_dir)), framework="pt") as f:
-        state = {k.removeprefix("spatial."): f.get_tensor(k) for k in f.keys() if k.startswith("spatial.")}
-    if not state:
-        raise SfaError(f"{run_dir} holds no spatial weights (a Stage-2 run?); give the Stage-1 or assembled run")
-    spatial = SpatialTransformer(cfg)
-    own = spatial.state_dict()
-    missing = [k for k in own if k not in state]
-    wrong = [k for k in state if k not in own or state[k].shape != own[k].shape]
-    if missing or wrong:
-        raise SfaError(f"{run_dir}: spatial weights do not fit {cfg.backbone} at {cfg.image_size} px "
-                       f"(missing {missing[:4]}, unexpected or mis-shaped {wrong[:4]})")
-    spatial.load_state_dict(state)
-    return spatial, cfg
-
-
-def read_model_config(run_dir: str | Path) -> ViViTConfig:
-    """The ViViTConfig stored under 'model' in a run directory's config.json."""
-    data = read_run_config(run_dir)
-    if "model" not in data:
-        raise SfaError(f"{Path(run_dir) / CONFIG_FILE} has no 'model' section")
-    return config_from_dict(ViViTConfig, data["model"], where=f"{Path(run_dir) / CONFIG_FILE}: model")
-
-
-def load_model(run_dir: str | Path, *, num_frames: Optional[int] = None, with_spatial: bool = True) -> ViViTFE:
-    """Rebuild the model of a run directory from its config and weights.
-
-    `num_frames` rebuilds the temporal part for another clip length (position embeddings are
-    interpolated).
-    """
-    cfg = read_model_config(run_dir)
-    if num_frames is not None:
-        cfg = dataclasses.replace(cfg, temporal=dataclasses.replace(cfg.temporal, num_frames=num_frames))
-    weights = _weights_file(run_dir)
-    model = ViViTFE(cfg, with_spatial=with_spatial)
-    load_vivit_state_dict(model, load_file(str(weights)))
-    return model
+        raise SfaError(f"{where} does not fit the model (missing {missing[:8]}, unexpected {unexpected[:8]})")

@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from sfa_cache.checkpoint import RunRecord, save_model_weights
 from sfa_cache.data.manifest import save_classes
 from sfa_cache.distributed import barrier, dist_info
 from sfa_cache.errors import SfaError
-from sfa_cache.data.video_dataset import EpochSampler
-from sfa_cache.models.vivit import ViViTFE, save_model_weights
-from sfa_cache.runtime import peak_memory_mb
+from sfa_cache.data.batches import EpochSampler
+from sfa_cache.models.vivit import ViViTFE
+from sfa_cache.runtime import library_versions, peak_memory_mb
 from sfa_cache.train import run_dir as rd
 from sfa_cache.train.loop import Trainer, evaluate
 
 log = logging.getLogger("sfa_cache")
 
 
-def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, config: dict[str, Any], classes: list[str],
+def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, record: RunRecord, classes: list[str],
               allow_world_size_change: bool = False) -> None:
-    """Continue the run in `out` from its train_state.pt, or start it: config.json, classes.json and
-    an empty metrics.jsonl (records logged after the last saved state are dropped on resume).
+    """Continue the run in `out` from its train_state.pt, or start it: config.json (`record` with
+    the classes, process count and library versions filled in), classes.json and an empty
+    metrics.jsonl (records logged after the last saved state are dropped on resume).
 
     Under torchrun every rank loads the state; only rank 0 writes. A run resumed with another
     number of processes would change the global batch and the data order, so it is refused
@@ -46,8 +49,7 @@ def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, config: dict
         out.mkdir(parents=True, exist_ok=True)
         (out / rd.METRICS_FILE).unlink(missing_ok=True)
         save_classes(out, classes)
-        rd.write_run_config(out, {**config, "classes": classes, "world_size": info.world_size,
-                                  "versions": rd.library_versions()})
+        dataclasses.replace(record, classes=classes, world_size=info.world_size, versions=library_versions()).save(out)
     barrier()
 
 

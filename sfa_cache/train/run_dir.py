@@ -1,59 +1,26 @@
-"""The run directory contract (docs/architecture.md): config.json, model.safetensors, train_state.pt,
-metrics.jsonl, classes.json. Every file is written atomically."""
+"""A run directory while it trains: claiming the folder, train_state.pt and metrics.jsonl.
+
+The run's record (config.json) and weights (model.safetensors) belong to `sfa_cache.checkpoint`.
+Every whole-file write is atomic; metrics.jsonl is appended one short line at a time.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import platform
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from sfa_cache.atomic import atomic_write, atomic_write_json, atomic_write_text
+from sfa_cache.atomic import atomic_write, atomic_write_text
+from sfa_cache.checkpoint import CONFIG_FILE, run_record_from_json
 from sfa_cache.errors import SfaError
+from sfa_cache.folders import folder_marker
 
-CONFIG_FILE = "config.json"
 TRAIN_STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
 FAILURES_FILE = "failures.jsonl"
-
-
-def library_versions() -> dict[str, str]:
-    """Versions that change numerics or decoding, recorded with every run and cache."""
-    import numpy
-    import timm
-
-    import sfa_cache
-
-    versions = {
-        "sfa_cache": sfa_cache.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "numpy": numpy.__version__,
-    }
-    for name in ("decord", "av"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = "missing"
-    return versions
-
-
-def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise SfaError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise SfaError(f"{path} is not valid JSON: {e}") from None
-
-
-def write_run_config(run_dir: str | os.PathLike, config: dict[str, Any]) -> None:
-    atomic_write_json(Path(run_dir) / CONFIG_FILE, config)
 
 
 def _identity(train_cfg: dict[str, Any], runtime_keys: frozenset[str], prefix: str = "") -> dict[str, Any]:
@@ -76,18 +43,17 @@ def prepare_run_dir(out: str | os.PathLike, *, kind: str, train_config: dict[str
     A non-empty folder that is not a run is refused.
     """
     out = Path(out)
-    if (out / CONFIG_FILE).is_file():
-        stored = read_run_config(out)
-        if not resume:
-            raise SfaError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        old, new = _identity(stored.get("train", {}), runtime_keys), _identity(train_config, runtime_keys)
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if stored.get("kind") != kind or changed:
-            raise SfaError(f"{out} holds a different run (differs in: {', '.join(changed) or 'kind'}); choose another --out")
-        return True
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SfaError(f"{out} exists and is not a run directory; choose another --out")
-    return False
+    found = folder_marker(out, CONFIG_FILE, what="a run directory", advice="choose another --out")
+    if found is None:
+        return False
+    stored = run_record_from_json(found, where=str(out / CONFIG_FILE))
+    if not resume:
+        raise SfaError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    old, new = _identity(stored.train or {}, runtime_keys), _identity(train_config, runtime_keys)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if stored.kind != kind or changed:
+        raise SfaError(f"{out} holds a different run (differs in: {', '.join(changed) or 'kind'}); choose another --out")
+    return True
 
 
 def save_train_state(run_dir: str | os.PathLike, state: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from sfa_cache.errors import VideoReadError, first_line
 from sfa_cache.video.locations import H5Video
-from sfa_cache.video.reader import clamp_indices
+from sfa_cache.video.base import clamp_indices
 
 _OPEN: dict[str, tuple[int, int, Any]] = {}  # path -> (pid, mtime_ns, h5py.File)
 
