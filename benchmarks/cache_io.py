@@ -18,8 +18,8 @@ import numpy as np
 
 from benchmarks.common import benchmark_dataset, machine, table, write_feature_cache
 from sfa_cache.cache import layout
-from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.layout import COMPRESSORS
+from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.writer import ShardData, read_shard
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
@@ -42,14 +42,18 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/sfa-bench"))
     p.add_argument("--backbone", default="vit_base_patch16_224")
-    p.add_argument("--image-size", type=int, default=64, help="small frames keep the CPU extraction short; D is unchanged")
+    p.add_argument(
+        "--image-size", type=int, default=64, help="small frames keep the CPU extraction short; D is unchanged"
+    )
     p.add_argument("--per-class", type=int, default=2, help="clips per class (7 classes)")
     p.add_argument("--frames", type=int, default=128)
     p.add_argument("--clips-per-shard", type=int, default=8)
     p.add_argument("--reads", type=int, default=300)
     args = p.parse_args()
 
-    manifest = benchmark_dataset(args.workdir / f"data-{args.frames}f-{args.per_class}", per_class=args.per_class, frames=args.frames)
+    manifest = benchmark_dataset(
+        args.workdir / f"data-{args.frames}f-{args.per_class}", per_class=args.per_class, frames=args.frames
+    )
     result = run_extract(ExtractConfig(backbone=args.backbone, image_size=args.image_size, manifest=str(manifest),
                                        cache_root=str(args.workdir / "caches"), frames=args.frames, views=2,
                                        compressor="none", clips_per_shard=1024, num_workers=1))
@@ -66,10 +70,23 @@ def main() -> None:
             cache_dir, seconds = write_feature_cache(root, data, compressor, args.clips_per_shard)
             size = sum(p.stat().st_size for p in cache_dir.rglob("*") if p.is_file()) / n
             clips_s, median_ms = random_reads(cache_dir, args.reads)
-            rows.append([views, compressor, f"{size / 1024:.1f}", f"{size / raw:.3f}", f"{n * raw / seconds / 2**20:.0f}",
-                         f"{clips_s:.0f}", f"{median_ms:.2f}", f"{clips_s * raw / 2**20:.0f}"])
+            rows.append(
+                [
+                    views,
+                    compressor,
+                    f"{size / 1024:.1f}",
+                    f"{size / raw:.3f}",
+                    f"{n * raw / seconds / 2**20:.0f}",
+                    f"{clips_s:.0f}",
+                    f"{median_ms:.2f}",
+                    f"{clips_s * raw / 2**20:.0f}",
+                ]
+            )
     print(f"\n{machine()}")
-    print(f"{args.backbone} (D={d}) at {args.image_size} px, {f} frames, float16, {n} clips, {args.clips_per_shard} clips/shard\n")
+    print(
+        f"{args.backbone} (D={d}) at {args.image_size} px, {f} frames, float16, {n} clips, "
+        f"{args.clips_per_shard} clips/shard\n"
+    )
     print(table(["views", "compressor", "KiB/clip on disk", "vs raw", "write MiB/s", "random reads clips/s",
                  "median ms/read", "read MiB/s (decoded)"], rows))
 

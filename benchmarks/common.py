@@ -66,13 +66,22 @@ def benchmark_dataset(root: Path, *, per_class: int, frames: int, size: int = 64
     return make_synthetic(root, cfg)["train"]
 
 
-def write_feature_cache(root: Path, data: ShardData, compressor: str = "blosc", clips_per_shard: int = 256) -> tuple[Path, float]:
+def write_feature_cache(
+    root: Path, data: ShardData, compressor: str = "blosc", clips_per_shard: int = 256
+) -> tuple[Path, float]:
     """A finished cache of `data` under `root` (through the builder, as an extraction writes it):
     its folder and the seconds the writing took."""
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
-    cache_dir = write_features(root, "bench", data, classes=[str(i) for i in range(400)], clips_per_shard=clips_per_shard,
-                               compressor=compressor, source="benchmark")
+    cache_dir = write_features(
+        root,
+        "bench",
+        data,
+        classes=[str(i) for i in range(400)],
+        clips_per_shard=clips_per_shard,
+        compressor=compressor,
+        source="benchmark",
+    )
     return cache_dir, time.perf_counter() - t0
 
 

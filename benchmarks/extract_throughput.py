@@ -4,7 +4,8 @@ The bare forward runs the backbone on random frames already in device memory; ex
 decoding, transforms, batching and writing. Their ratio says how often the model waits.
 
     python -m benchmarks.extract_throughput --workdir /tmp/sfa-bench
-    python -m benchmarks.extract_throughput --backbone vit_base_patch16_224 --batch-frames 512 --clips-per-class 40   # GPU
+    python -m benchmarks.extract_throughput --backbone vit_base_patch16_224 --batch-frames 512 \\
+        --clips-per-class 40   # GPU
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from sfa_cache.pipelines.job_configs import ExtractConfig
 from sfa_cache.runtime import autocast
 
 
-def bare_forward(backbone: str, image_size: int, batch_frames: int, device: torch.device, amp: str, seconds: float = 10.0) -> float:
+def bare_forward(
+    backbone: str, image_size: int, batch_frames: int, device: torch.device, amp: str, seconds: float = 10.0
+) -> float:
     """Frames/s of the backbone alone on random inputs already on the device."""
     model = SpatialTransformer(SpatialConfig(backbone=backbone, image_size=image_size)).backbone.to(device).eval()
     x = torch.randn(batch_frames, 3, image_size, image_size, device=device)
@@ -56,7 +59,9 @@ def main() -> None:
 
     device = rank_device(args.device, DistInfo())
     amp = _resolve_amp("auto", device)
-    manifest = benchmark_dataset(args.workdir / f"data-64f-{args.clips_per_class}", per_class=args.clips_per_class, frames=64)
+    manifest = benchmark_dataset(
+        args.workdir / f"data-64f-{args.clips_per_class}", per_class=args.clips_per_class, frames=64
+    )
     bare = bare_forward(args.backbone, args.image_size, args.batch_frames, device, amp)
     root = args.workdir / "throughput-caches"
     shutil.rmtree(root, ignore_errors=True)
@@ -64,8 +69,11 @@ def main() -> None:
                                        cache_root=str(root), frames=args.frames, batch_frames=args.batch_frames,
                                        num_workers=args.num_workers, device=args.device))
     print(f"\n{machine()}")
-    print(f"{args.backbone} at {args.image_size} px, amp {amp}, batch {args.batch_frames} frames, {args.frames} frames/clip, "
-          f"{result.clips} clips, {args.num_workers} decode workers\n")
+    print(
+        f"{args.backbone} at {args.image_size} px, amp {amp}, batch {args.batch_frames} frames, "
+        f"{args.frames} frames/clip, "
+        f"{result.clips} clips, {args.num_workers} decode workers\n"
+    )
     print(table(["bare forward frames/s", "extraction frames/s", "ratio", "model busy", "extraction wall s"],
                 [[f"{bare:.1f}", f"{result.frames_per_second:.1f}", f"{result.frames_per_second / bare:.2f}",
                   f"{result.model_busy:.2f}", f"{result.seconds:.1f}"]]))

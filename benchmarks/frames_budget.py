@@ -33,7 +33,9 @@ def main() -> None:
     budget = parse_size(args.budget)
     common = dict(device=device, amp=args.amp, cap=args.cap)
     estimated = plan_frames(args.backbones, budget, measure=False, **common)
-    measured = plan_frames(args.backbones, budget, measure=True, progress=print, **common) if device.type == "cuda" else None
+    measured = (
+        plan_frames(args.backbones, budget, measure=True, progress=print, **common) if device.type == "cuda" else None
+    )
 
     def cell(row) -> str:
         if row.max_frames == 0:
@@ -42,7 +44,14 @@ def main() -> None:
 
     rows = []
     for i, est in enumerate(estimated):
-        rows.append([est.backbone, REGIME_LABELS[est.regime], cell(measured[i]) if measured else "no GPU: not measured", cell(est)])
+        rows.append(
+            [
+                est.backbone,
+                REGIME_LABELS[est.regime],
+                cell(measured[i]) if measured else "no GPU: not measured",
+                cell(est),
+            ]
+        )
     print(f"\n{machine()}\nbudget {args.budget} ({human_bytes(budget)}), batch 1, 224 px, amp {args.amp}, SGD, "
           f"MLP adapter + 4-layer temporal; frame counts are multiples of 8 up to {args.cap}\n")
     print(table(["backbone", "regime", "measured max frames (peak)", "memory model max frames (peak)"], rows))

@@ -1,8 +1,9 @@
 """The same videos read as files (CSV), WebDataset shards and HDF5 frames (raw, JPEG).
 
 Packs a synthetic dataset each way, then measures, in one process (what one data worker does):
-the time to index the input (the first time, and again: shard indexes are saved), and clips/s of Stage 1's evaluation item (`--frames` frames of
-each video decoded, resized and cropped) over every clip in order.
+the time to index the input (the first time, and again: shard indexes are saved), and clips/s of
+Stage 1's evaluation item (`--frames` frames of each video decoded, resized and cropped) over
+every clip in order.
 
     python -m benchmarks.input_formats --workdir /tmp/sfa-bench
 """
@@ -78,7 +79,9 @@ def main() -> None:
 
     root = args.workdir / f"inputs-{args.per_class}x{args.video_frames}f-{args.size}px"
     csv = benchmark_dataset(root / "data", per_class=args.per_class, frames=args.video_frames, size=args.size)
-    result = pack_wds(read_manifest(csv, infer_classes(csv)), root / "shards", 16 * 2**20, prefix="train", progress=False)
+    result = pack_wds(
+        read_manifest(csv, infer_classes(csv)), root / "shards", 16 * 2**20, prefix="train", progress=False
+    )
     videos = sum(f.stat().st_size for f in (root / "data").rglob("*.mp4"))
     shards = sum(f.stat().st_size for f in (root / "shards").glob("*.tar"))
     sources = {"CSV + video files": (str(csv), videos), "WebDataset shards": (result.pattern, shards)}
@@ -90,7 +93,9 @@ def main() -> None:
     rows = []
     for name, (source, nbytes) in sources.items():
         index_s, again_s, clips_s, n = measure(source, args.frames, args.size, args.backend)
-        rows.append([name, f"{nbytes / 2**20:.1f} MiB", f"{1e3 * index_s:.0f} ms", f"{1e3 * again_s:.0f} ms", f"{clips_s:.0f}"])
+        rows.append(
+            [name, f"{nbytes / 2**20:.1f} MiB", f"{1e3 * index_s:.0f} ms", f"{1e3 * again_s:.0f} ms", f"{clips_s:.0f}"]
+        )
     print(f"machine: {machine()}")
     print(f"{n} videos of {args.video_frames} frames at {args.size} px; {args.frames}-frame evaluation clips, "
           f"{args.backend}, one process\n")

@@ -64,12 +64,22 @@ def main() -> None:
         base = e * full
         sfa_paper = e1 * stage1 + e2 * paper
         sfa_cache = e1 * stage1 + args.views * extract + e2 * cached
-        rows.append([frames, f"{base:.3g}", f"{sfa_paper:.3g} ({sfa_paper / base:.2f}x)",
-                     f"{sfa_cache:.3g} ({sfa_cache / base:.2f}x)",
-                     f"{e1 * stage1:.3g} + {args.views * extract:.3g} + {e2 * cached:.3g}", f"{base / (e2 * cached):.0f}"])
+        rows.append(
+            [
+                frames,
+                f"{base:.3g}",
+                f"{sfa_paper:.3g} ({sfa_paper / base:.2f}x)",
+                f"{sfa_cache:.3g} ({sfa_cache / base:.2f}x)",
+                f"{e1 * stage1:.3g} + {args.views * extract:.3g} + {e2 * cached:.3g}",
+                f"{base / (e2 * cached):.0f}",
+            ]
+        )
         print(rows[-1], flush=True)
-    print(f"\n{machine()}\n{args.backbone} at {args.image_size} px, Stage 1 at {args.stage1_frames} frames, E = {e}, E1 = {e1}, "
-          f"E2 = {e2}, V = {args.views}, batch {args.batch}, amp {amp}, device {device}; seconds per training clip\n")
+    print(
+        f"\n{machine()}\n{args.backbone} at {args.image_size} px, Stage 1 at {args.stage1_frames} frames, "
+        f"E = {e}, E1 = {e1}, "
+        f"E2 = {e2}, V = {args.views}, batch {args.batch}, amp {amp}, device {device}; seconds per training clip\n"
+    )
     print(table(["F", "baseline (s)", "SFA, paper form (vs baseline)", "SFA + cache (vs baseline)",
                  "SFA + cache: Stage 1 + extract + Stage 2", "cached Stage-2 runs per baseline budget"], rows))
 

@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from benchmarks.common import in_fresh_process, machine, random_feature_cache, table
 from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cost.regimes import build_regime_model, TrainStep, regime_config, spatial_shape
-from sfa_cache.data.loaders import make_loader
+from sfa_cache.cost.regimes import TrainStep, build_regime_model, regime_config, spatial_shape
 from sfa_cache.data.batches import EpochSampler
+from sfa_cache.data.loaders import make_loader
 from sfa_cache.report import human_bytes
 
 BACKBONES = ("vit_base_patch16_224", "vit_large_patch16_224")
@@ -78,9 +78,19 @@ def reader_section(args: argparse.Namespace, device: torch.device) -> None:
     mem_rate = max(train(in_memory()) for _ in range(2))
     print(f"\n{machine()}\n{args.clips} clips x 2 views x 128 cached frames, D={dim}, float16, blosc; training at "
           f"{args.train_frames} frames, batch {args.batch_reader}, {args.workers} reader workers, device {device}\n")
-    print(table(["features from", "clips/s (epoch 2)", "vs in memory"],
-                [["Zarr cache (FeatureCache in DataLoader workers)", f"{zarr_rates[-1]:.1f}", f"{zarr_rates[-1] / mem_rate:.2f}"],
-                 ["already in memory", f"{mem_rate:.1f}", "1.00"]]))
+    print(
+        table(
+            ["features from", "clips/s (epoch 2)", "vs in memory"],
+            [
+                [
+                    "Zarr cache (FeatureCache in DataLoader workers)",
+                    f"{zarr_rates[-1]:.1f}",
+                    f"{zarr_rates[-1] / mem_rate:.2f}",
+                ],
+                ["already in memory", f"{mem_rate:.1f}", "1.00"],
+            ],
+        )
+    )
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from benchmarks.common import available_ram, in_fresh_process, machine, random_f
 from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cost.memory_model import estimate_step_memory
-from sfa_cache.cost.regimes import REGIMES, build_regime_model, TrainStep, regime_config, regime_input, spatial_shape
+from sfa_cache.cost.regimes import REGIMES, TrainStep, build_regime_model, regime_config, regime_input, spatial_shape
 from sfa_cache.report import human_bytes
 from sfa_cache.runtime import autocast
 
@@ -46,7 +46,9 @@ def cache_reader(cache_dir: Path, frames: int, batch: int, device: torch.device)
     return read
 
 
-def extract_step(backbone: str, frames: int, image_size: int, batch: int, device: torch.device, amp: str) -> Callable[[], None]:
+def extract_step(
+    backbone: str, frames: int, image_size: int, batch: int, device: torch.device, amp: str
+) -> Callable[[], None]:
     """What extraction costs per clip: the spatial forward without gradients (decoding excluded)."""
     cfg = regime_config(backbone, frames, image_size=image_size)
     model = build_regime_model("paper", cfg, device)
@@ -76,7 +78,9 @@ def time_step(kind: str, backbone: str, frames: int, image_size: int, batch: int
 def benchmark_cache(workdir: Path, backbone: str, frames: int) -> Path:
     """A real 64-clip cache at the backbone's width with at least `CACHED_FRAMES` frames (made once)."""
     dim, frames = spatial_shape(backbone, 224).width, max(frames, CACHED_FRAMES)
-    return random_feature_cache(workdir / f"step-cost-cache-{dim}d-{frames}f", clips=64, views=1, frames=frames, dim=dim)
+    return random_feature_cache(
+        workdir / f"step-cost-cache-{dim}d-{frames}f", clips=64, views=1, frames=frames, dim=dim
+    )
 
 
 def measure(kind: str, backbone: str, frames: int, *, batch: int, device: torch.device, amp: str,
@@ -84,9 +88,16 @@ def measure(kind: str, backbone: str, frames: int, *, batch: int, device: torch.
     """{'seconds', 'peak', 'estimate', 'skipped'} for one point; a CPU point that would not fit is skipped."""
     estimate = None
     if kind in REGIMES:
-        estimate = estimate_step_memory(kind, regime_config(backbone, frames, image_size=image_size), batch=batch, amp=amp).total
+        estimate = estimate_step_memory(
+            kind, regime_config(backbone, frames, image_size=image_size), batch=batch, amp=amp
+        ).total
         if device.type == "cpu" and estimate > available_ram() / 2:
-            return {"seconds": None, "peak": None, "estimate": estimate, "skipped": f"not run: est. {human_bytes(estimate)}"}
+            return {
+                "seconds": None,
+                "peak": None,
+                "estimate": estimate,
+                "skipped": f"not run: est. {human_bytes(estimate)}",
+            }
     cache_dir = str(benchmark_cache(workdir, backbone, frames)) if kind == "cached" else None
     seconds, peak = in_fresh_process(time_step, kind, backbone, frames, image_size, batch, str(device), amp, cache_dir,
                                      device=device)
@@ -123,11 +134,19 @@ def main() -> None:
                  for k in REGIMES}
             b, pa, c = m["baseline"], m["paper"], m["cached"]
             time_rows.append([backbone, frames, _seconds(b), _seconds(pa), _seconds(c), _ratio(b, c), _ratio(pa, c)])
-            memory_rows.append([backbone, frames] + [m[k]["skipped"] or f"{human_bytes(m[k]['peak'])} (est. {human_bytes(m[k]['estimate'])})"
-                                                     for k in REGIMES])
+            memory_rows.append(
+                [backbone, frames]
+                + [
+                    m[k]["skipped"] or f"{human_bytes(m[k]['peak'])} (est. {human_bytes(m[k]['estimate'])})"
+                    for k in REGIMES
+                ]
+            )
             print(time_rows[-1], memory_rows[-1], flush=True)
     what = "torch.cuda.max_memory_allocated" if device.type == "cuda" else "peak-RSS increase of the process"
-    print(f"\n{machine()}\nbatch {args.batch}, {args.image_size} px, amp {amp}, SGD, MLP adapter + 4-layer temporal, device {device}\n")
+    print(
+        f"\n{machine()}\nbatch {args.batch}, {args.image_size} px, amp {amp}, SGD, MLP adapter + 4-layer temporal, "
+        f"device {device}\n"
+    )
     print(table(["spatial", "frames", "(a) baseline s/step", "(b) paper Stage 2 s/step", "(c) cached Stage 2 s/step",
                  "(a)/(c)", "(b)/(c)"], time_rows))
     print(f"\nPeak memory ({what}; in brackets the memory model's estimate)\n")

@@ -5,11 +5,16 @@ from __future__ import annotations
 import click
 
 
-
 @click.command("ablate")
-@click.option("--grid", type=click.Path(exists=True, dir_okay=False), required=True, help="Grid file (.json, or .yaml).")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for one run per entry and the result tables.")
-@click.option("--devices", help="Comma-separated devices, one entry at a time on each [default: every visible GPU, else cpu].")
+@click.option(
+    "--grid", type=click.Path(exists=True, dir_okay=False), required=True, help="Grid file (.json, or .yaml)."
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), required=True, help="Folder for one run per entry and the result tables."
+)
+@click.option(
+    "--devices", help="Comma-separated devices, one entry at a time on each [default: every visible GPU, else cpu]."
+)
 def ablate_cmd(grid: str, out: str, devices: str | None) -> None:
     """Run a list or product of Stage-2 settings against one cache; tabulate the results.
 

@@ -51,7 +51,8 @@ def list_cmd(cache_root: str) -> None:
         found = True
         info = cache_info(path)
         if info["complete"]:
-            state = f"complete  {info['clips']} clips ({info['failed']} failed)  {info['views']} x {info['frames']} x {info['dim']}"
+            shape = f"{info['views']} x {info['frames']} x {info['dim']}"
+            state = f"complete  {info['clips']} clips ({info['failed']} failed)  {shape}"
         else:
             state = f"unfinished  {info['shards_done']}/{info['shards']} shards"
         click.echo(f"{path.name}  {state}  {info['manifest']}")

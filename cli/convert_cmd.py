@@ -28,13 +28,20 @@ def convert_group() -> None:
 
     \b
       sfa-cache convert kinetics --csv k400/annotations/train.csv --videos k400/train --out k400/train.csv
-      sfa-cache convert ssv2 --labels ssv2/labels.json --annotations ssv2/validation.json --videos ssv2/videos --out ssv2/val.csv
+      sfa-cache convert ssv2 --labels ssv2/labels.json --annotations ssv2/validation.json \\
+          --videos ssv2/videos --out ssv2/val.csv
       sfa-cache convert folders my-videos/ --out my-videos/all.csv
     """
 
 
 @convert_group.command("kinetics")
-@click.option("--csv", "csv_path", type=_FILE, required=True, help="Official Kinetics-400/600/700 CSV (label,youtube_id,time_start,time_end,split).")
+@click.option(
+    "--csv",
+    "csv_path",
+    type=_FILE,
+    required=True,
+    help="Official Kinetics-400/600/700 CSV (label,youtube_id,time_start,time_end,split).",
+)
 @click.option("--videos", type=_DIR, required=True, help="Folder holding the downloaded clips (searched recursively).")
 @click.option("--split", help="Split value to write [default: the CSV's split column].")
 @_OUT

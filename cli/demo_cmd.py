@@ -13,19 +13,31 @@ D = DemoConfig
 @click.command("demo")
 @click.option("--workdir", type=click.Path(file_okay=False), default=D.workdir, show_default=True,
               help="Where everything goes; rerun with the same folder to reuse finished phases (and seeds).")
-@click.option("--seeds", default=D.seeds, show_default=True,
-              help="Run everything (data, image checkpoint, training) for this many seeds from --seed; report mean ± std.")
-@click.option("--frames", default=D.frames, show_default=True, help="F: frames of the cache, the Stage-2 rows and the baseline.")
+@click.option(
+    "--seeds",
+    default=D.seeds,
+    show_default=True,
+    help="Run everything (data, image checkpoint, training) for this many seeds from --seed; report mean ± std.",
+)
+@click.option(
+    "--frames", default=D.frames, show_default=True, help="F: frames of the cache, the Stage-2 rows and the baseline."
+)
 @click.option("--frames-sweep", type=int, multiple=True, default=D.frames_sweep, show_default=True,
               help="SFA also at these frame counts, from the same cache (repeat the option).")
 @click.option("--epochs", default=D.epochs, show_default=True, help="Epochs of Stage 1.")
 @click.option("--patience", default=D.patience, show_default=True,
               help="Every other row trains until validation top-1 has not improved for this many epochs ...")
-@click.option("--baseline-max-epochs", default=D.baseline_max_epochs, show_default=True, help="... or this many (the baseline).")
-@click.option("--stage2-max-epochs", default=D.stage2_max_epochs, show_default=True, help="... or this many (a Stage-2 row).")
+@click.option(
+    "--baseline-max-epochs", default=D.baseline_max_epochs, show_default=True, help="... or this many (the baseline)."
+)
+@click.option(
+    "--stage2-max-epochs", default=D.stage2_max_epochs, show_default=True, help="... or this many (a Stage-2 row)."
+)
 @click.option("--train-per-class", default=D.train_per_class, show_default=True)
 @click.option("--val-per-class", default=D.val_per_class, show_default=True)
-@click.option("--pretrain-steps", default=D.pretrain_steps, show_default=True, help="Steps of the stand-in image pre-training.")
+@click.option(
+    "--pretrain-steps", default=D.pretrain_steps, show_default=True, help="Steps of the stand-in image pre-training."
+)
 @click.option("--device", default=D.device, show_default=True)
 @click.option("--num-workers", default=D.num_workers, show_default=True)
 @click.option("--seed", default=D.seed, show_default=True, help="The first seed.")

@@ -19,29 +19,49 @@ _RUN = click.Path(exists=True, file_okay=False)
 
 
 def _view_options(f):
-    for option in reversed([
-        click.option("--clips", default=E.clips, show_default=True, help="Temporal clips per video (multi-view testing)."),
-        click.option("--crops", type=click.Choice(["1", "3"]), default="1", show_default=True, help="Spatial crops per clip."),
-        click.option("--frames", type=int, help="Frames per clip [default: the model's]."),
-        click.option("--backend", type=click.Choice(BACKENDS), default=E.backend, show_default=True),
-        click.option("--device", default=E.device, show_default=True),
-        click.option("--amp", type=click.Choice(AMP_MODES), default=E.amp, show_default=True),
-    ]):
+    for option in reversed(
+        [
+            click.option(
+                "--clips", default=E.clips, show_default=True, help="Temporal clips per video (multi-view testing)."
+            ),
+            click.option(
+                "--crops", type=click.Choice(["1", "3"]), default="1", show_default=True, help="Spatial crops per clip."
+            ),
+            click.option("--frames", type=int, help="Frames per clip [default: the model's]."),
+            click.option("--backend", type=click.Choice(BACKENDS), default=E.backend, show_default=True),
+            click.option("--device", default=E.device, show_default=True),
+            click.option("--amp", type=click.Choice(AMP_MODES), default=E.amp, show_default=True),
+        ]
+    ):
         f = option(f)
     return f
 
 
 @click.command("evaluate")
-@click.option("--run", "run", type=_RUN, required=True, help="Run directory with spatial weights (Stage 1, baseline or assembled).")
+@click.option(
+    "--run",
+    "run",
+    type=_RUN,
+    required=True,
+    help="Run directory with spatial weights (Stage 1, baseline or assembled).",
+)
 @input_option(required=True, help=f"The videos to evaluate: {INPUT_HELP}.")
 @click.option("--root", type=_RUN, help="Folder video paths are relative to [default: the CSV's folder].")
 @click.option("--split", help="Keep only manifest rows with this 'split' value.")
 @_view_options
-@click.option("--batch-size", default=E.batch_size, show_default=True, help="Videos per forward (each has clips x crops views).")
+@click.option(
+    "--batch-size", default=E.batch_size, show_default=True, help="Videos per forward (each has clips x crops views)."
+)
 @click.option("--num-workers", default=E.num_workers, show_default=True, help="Decoding worker processes.")
-@click.option("--decode-timeout", default=E.decode_timeout, show_default=True,
-              help="Seconds per video before its decoder is killed and the video skipped (0: none, a plain DataLoader).")
-@click.option("--out", type=click.Path(file_okay=False), help="Where metrics go [default: RUN/eval/<manifest>-<clips>x<crops>].")
+@click.option(
+    "--decode-timeout",
+    default=E.decode_timeout,
+    show_default=True,
+    help="Seconds per video before its decoder is killed and the video skipped (0: none, a plain DataLoader).",
+)
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Where metrics go [default: RUN/eval/<manifest>-<clips>x<crops>]."
+)
 def evaluate_cmd(crops: str, **values: object) -> None:
     """Top-1 / top-5, per-class accuracy and a confusion matrix on raw videos.
 

@@ -27,8 +27,17 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--backbone", help="A bare timm ViT instead of --model (the no-Stage-1 ablation).")
 @click.option("--backbone-weights", type=_FILE, help="Local image checkpoint for --backbone.")
 @click.option("--pretrained", is_flag=True, help="timm hub weights for --backbone (needs internet).")
-@click.option("--image-size", default=E.image_size, show_default=True, help="Frame crop side for --backbone (a --model run brings its own).")
-@click.option("--root", type=click.Path(exists=True, file_okay=False), help="Folder video paths are relative to [default: the CSV's folder].")
+@click.option(
+    "--image-size",
+    default=E.image_size,
+    show_default=True,
+    help="Frame crop side for --backbone (a --model run brings its own).",
+)
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder video paths are relative to [default: the CSV's folder].",
+)
 @click.option("--classes", type=_FILE, help="Class list [default: the run's, else from the manifest].")
 @click.option("--split", help="Keep only manifest rows with this 'split' value.")
 @click.option("--frames", default=E.frames, show_default=True, help="Frames per clip, uniformly sampled.")
@@ -37,20 +46,41 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--views", default=E.views, show_default=True, help="Augmented views per clip (--mode train).")
 @click.option("--eval-crops", type=click.Choice(["1", "3"]), default=str(E.eval_crops), show_default=True,
               help="Spatial crops per clip (--mode eval).")
-@click.option("--color-jitter-prob", default=E.color_jitter_prob, show_default=True, help="Colour jitter probability of train views.")
+@click.option(
+    "--color-jitter-prob",
+    default=E.color_jitter_prob,
+    show_default=True,
+    help="Colour jitter probability of train views.",
+)
 @click.option("--flip-prob", default=E.flip_prob, show_default=True,
               help="Horizontal flip probability of train views (0 when classes say left/right).")
 @click.option("--seed", default=E.seed, show_default=True, help="Seed of the train views' augmentation.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=E.dtype, show_default=True, help="Stored feature dtype.")
 @click.option("--compressor", type=click.Choice(COMPRESSORS), default=E.compressor, show_default=True)
-@click.option("--clips-per-shard", default=E.clips_per_shard, show_default=True, help="Clips per Zarr shard (the unit of resume).")
+@click.option(
+    "--clips-per-shard", default=E.clips_per_shard, show_default=True, help="Clips per Zarr shard (the unit of resume)."
+)
 @click.option("--amp", type=click.Choice(("auto",) + AMP_MODES), default=E.amp, show_default=True,
               help="Mixed precision of the spatial forward (auto: bf16 on CUDA, none on CPU).")
 @click.option("--backend", type=click.Choice(BACKENDS), default=E.backend, show_default=True, help="Video decoder.")
-@click.option("--batch-frames", default=E.batch_frames, show_default=True, help="Frames per spatial forward, gathered across clips.")
-@click.option("--device", default=E.device, show_default=True, help="auto | cpu | cuda | cuda:N (auto: this rank's GPU).")
-@click.option("--num-workers", default=E.num_workers, show_default=True, help="Decoding processes (0: decode inline, no timeout).")
-@click.option("--decode-timeout", default=E.decode_timeout, show_default=True, help="Seconds per clip before its decoder is killed (0: none).")
+@click.option(
+    "--batch-frames",
+    default=E.batch_frames,
+    show_default=True,
+    help="Frames per spatial forward, gathered across clips.",
+)
+@click.option(
+    "--device", default=E.device, show_default=True, help="auto | cpu | cuda | cuda:N (auto: this rank's GPU)."
+)
+@click.option(
+    "--num-workers", default=E.num_workers, show_default=True, help="Decoding processes (0: decode inline, no timeout)."
+)
+@click.option(
+    "--decode-timeout",
+    default=E.decode_timeout,
+    show_default=True,
+    help="Seconds per clip before its decoder is killed (0: none).",
+)
 @click.option("--strict", is_flag=True, help="Exit non-zero if any clip failed to decode.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def extract_cmd(no_progress: bool, eval_crops: str, **values: object) -> None:

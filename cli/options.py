@@ -11,7 +11,7 @@ from sfa_cache.runtime import AMP_MODES
 from sfa_cache.train.optim import OPTIMIZERS, OptimConfig
 
 F = TypeVar("F", bound=Callable)
-O = OptimConfig
+Optim = OptimConfig
 
 
 def explicit_params(ctx: click.Context) -> dict[str, Any]:
@@ -39,28 +39,45 @@ def optim_options(*, mixup_help: str, spatial_lr_scale: bool) -> Callable[[F], F
     `spatial_lr_scale` adds --spatial-lr-scale (only a command that trains the spatial ViT has it).
     """
     options = [
-        click.option("--epochs", default=O.epochs, show_default=True, help="Epochs to train (with --patience: the most)."),
-        click.option("--patience", type=int,
-                     help="Early stopping: end when validation top-1 has not improved for this many epochs (needs validation)."),
-        click.option("--batch-size", default=O.batch_size, show_default=True, help="Clips per step."),
-        click.option("--accum-steps", default=O.accum_steps, show_default=True,
-                     help="Gradient accumulation (effective batch = batch-size x this)."),
-        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=O.optimizer, show_default=True),
-        click.option("--lr", default=O.lr, show_default=True, help="Peak learning rate (cosine schedule with linear warmup)."),
-        click.option("--min-lr", default=O.min_lr, show_default=True),
+        click.option(
+            "--epochs", default=Optim.epochs, show_default=True, help="Epochs to train (with --patience: the most)."
+        ),
+        click.option(
+            "--patience",
+            type=int,
+            help="Early stopping: end when validation top-1 has not improved for this many epochs (needs validation).",
+        ),
+        click.option("--batch-size", default=Optim.batch_size, show_default=True, help="Clips per step."),
+        click.option(
+            "--accum-steps",
+            default=Optim.accum_steps,
+            show_default=True,
+            help="Gradient accumulation (effective batch = batch-size x this).",
+        ),
+        click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=Optim.optimizer, show_default=True),
+        click.option(
+            "--lr", default=Optim.lr, show_default=True, help="Peak learning rate (cosine schedule with linear warmup)."
+        ),
+        click.option("--min-lr", default=Optim.min_lr, show_default=True),
     ]
     if spatial_lr_scale:
-        options.append(click.option(
-            "--spatial-lr-scale", default=O.spatial_lr_scale, show_default=True,
-            help="The spatial ViT's learning rate relative to --lr (e.g. 0.1 to fine-tune a pre-trained backbone gently)."))
+        options.append(
+            click.option(
+                "--spatial-lr-scale",
+                default=Optim.spatial_lr_scale,
+                show_default=True,
+                help="The spatial ViT's learning rate relative to --lr "
+                "(e.g. 0.1 to fine-tune a pre-trained backbone gently).",
+            )
+        )
     options += [
-        click.option("--weight-decay", default=O.weight_decay, show_default=True),
-        click.option("--momentum", default=O.momentum, show_default=True, help="SGD momentum."),
-        click.option("--warmup-epochs", default=O.warmup_epochs, show_default=True),
-        click.option("--clip-grad", default=O.clip_grad, show_default=True, help="Max gradient norm (0 disables)."),
-        click.option("--label-smoothing", default=O.label_smoothing, show_default=True),
-        click.option("--mixup", default=O.mixup, show_default=True, help=mixup_help),
-        click.option("--amp", type=click.Choice(AMP_MODES), default=O.amp, show_default=True,
+        click.option("--weight-decay", default=Optim.weight_decay, show_default=True),
+        click.option("--momentum", default=Optim.momentum, show_default=True, help="SGD momentum."),
+        click.option("--warmup-epochs", default=Optim.warmup_epochs, show_default=True),
+        click.option("--clip-grad", default=Optim.clip_grad, show_default=True, help="Max gradient norm (0 disables)."),
+        click.option("--label-smoothing", default=Optim.label_smoothing, show_default=True),
+        click.option("--mixup", default=Optim.mixup, show_default=True, help=mixup_help),
+        click.option("--amp", type=click.Choice(AMP_MODES), default=Optim.amp, show_default=True,
                      help="Mixed precision (fp16 needs CUDA)."),
     ]
 

@@ -8,16 +8,24 @@ from typing import Optional
 
 import click
 
-
 _FILE = click.Path(exists=True, dir_okay=False)
 
 
 @click.command("pack-wds")
 @click.option("--manifest", type=_FILE, required=True, help="CSV with path,label[,split] of the videos to pack.")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the shards (created; a rerun finishes it).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Folder for the shards (created; a rerun finishes it).",
+)
 @click.option("--shard-size", default="1GB", show_default=True, help="Largest shard size (e.g. 1GB, 500MiB).")
 @click.option("--prefix", help="Shard name prefix [default: the manifest's name]: PREFIX-000000.tar ...")
-@click.option("--root", type=click.Path(exists=True, file_okay=False), help="Folder video paths are relative to [default: the CSV's folder].")
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder video paths are relative to [default: the CSV's folder].",
+)
 @click.option("--split", help="Keep only manifest rows with this 'split' value.")
 @click.option("--classes", type=_FILE, help="Class list [default: inferred from the manifest].")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")

@@ -20,23 +20,67 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @input_option("train-", required=True, help=f"Training videos: {INPUT_HELP}.")
 @input_option("val-", help="Validation videos (evaluated every epoch), in any of the same forms.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to create (or --resume).")
-@click.option("--root", type=click.Path(exists=True, file_okay=False), help="Folder video paths are relative to [default: each CSV's folder].")
-@click.option("--classes", type=_FILE, help="Class list (.txt one per line, or .json) [default: the train input's own, else inferred].")
-@click.option("--train-split", default=S.train_split, show_default=True, help="Rows kept from a manifest with a 'split' column.")
-@click.option("--val-split", default=S.val_split, show_default=True, help="Rows kept from a manifest with a 'split' column.")
-@click.option("--preset", type=click.Choice(list(PRESETS)), help="The paper's per-dataset recipe; explicit flags override it.")
-@click.option("--backbone", default=S.backbone, show_default=True, help="Any timm ViT name (a pretrained tag may follow a dot).")
-@click.option("--image-size", default=S.image_size, show_default=True, help="Frame crop side; a multiple of the patch size.")
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder video paths are relative to [default: each CSV's folder].",
+)
+@click.option(
+    "--classes",
+    type=_FILE,
+    help="Class list (.txt one per line, or .json) [default: the train input's own, else inferred].",
+)
+@click.option(
+    "--train-split", default=S.train_split, show_default=True, help="Rows kept from a manifest with a 'split' column."
+)
+@click.option(
+    "--val-split", default=S.val_split, show_default=True, help="Rows kept from a manifest with a 'split' column."
+)
+@click.option(
+    "--preset", type=click.Choice(list(PRESETS)), help="The paper's per-dataset recipe; explicit flags override it."
+)
+@click.option(
+    "--backbone", default=S.backbone, show_default=True, help="Any timm ViT name (a pretrained tag may follow a dot)."
+)
+@click.option(
+    "--image-size", default=S.image_size, show_default=True, help="Frame crop side; a multiple of the patch size."
+)
 @click.option("--pretrained", is_flag=True, help="Start the spatial ViT from timm hub weights (needs internet).")
-@click.option("--backbone-weights", type=_FILE, help="Start the spatial ViT from a local image checkpoint (.safetensors/.pth/.bin).")
-@click.option("--frames", default=S.frames, show_default=True, help="Frames per clip (8: SFA Stage 1; 32: the conventional baseline).")
-@click.option("--frame-chunk", default=S.frame_chunk, show_default=True, help="Frames per spatial forward (bounds activation memory).")
+@click.option(
+    "--backbone-weights",
+    type=_FILE,
+    help="Start the spatial ViT from a local image checkpoint (.safetensors/.pth/.bin).",
+)
+@click.option(
+    "--frames",
+    default=S.frames,
+    show_default=True,
+    help="Frames per clip (8: SFA Stage 1; 32: the conventional baseline).",
+)
+@click.option(
+    "--frame-chunk",
+    default=S.frame_chunk,
+    show_default=True,
+    help="Frames per spatial forward (bounds activation memory).",
+)
 @click.option("--temporal-depth", type=int, help="Temporal transformer layers [default: 4, or the preset's].")
-@click.option("--temporal-preset", type=click.Choice(list(TEMPORAL_PRESETS)), help="Paper size B/L/H/g for the temporal transformer.")
-@click.option("--temporal-pos-std", default=S.temporal_pos_std, show_default=True,
-              help="Init std of the temporal position embeddings (1.0 when frame tokens are unit-scale and data are few).")
-@click.option("--drop-path", default=S.drop_path, show_default=True, help="Stochastic depth rate (spatial and temporal).")
-@click.option("--color-jitter-prob", default=S.color_jitter_prob, show_default=True, help="Probability of colour jitter per clip.")
+@click.option(
+    "--temporal-preset",
+    type=click.Choice(list(TEMPORAL_PRESETS)),
+    help="Paper size B/L/H/g for the temporal transformer.",
+)
+@click.option(
+    "--temporal-pos-std",
+    default=S.temporal_pos_std,
+    show_default=True,
+    help="Init std of the temporal position embeddings (1.0 when frame tokens are unit-scale and data are few).",
+)
+@click.option(
+    "--drop-path", default=S.drop_path, show_default=True, help="Stochastic depth rate (spatial and temporal)."
+)
+@click.option(
+    "--color-jitter-prob", default=S.color_jitter_prob, show_default=True, help="Probability of colour jitter per clip."
+)
 @click.option("--flip-prob", default=S.flip_prob, show_default=True,
               help="Horizontal flip probability per clip; 0 when classes say left/right (SSv2, the synthetic data).")
 @optim_options(mixup_help="Mixup alpha (0 disables).", spatial_lr_scale=True)
@@ -48,10 +92,14 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option("--decode-timeout", default=S.decode_timeout, show_default=True,
               help="Seconds per clip before its decoder is killed and the clip skipped (0: none, a plain DataLoader).")
 @click.option("--seed", default=S.seed, show_default=True)
-@click.option("--log-every", default=S.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records.")
+@click.option(
+    "--log-every", default=S.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records."
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")
 @allow_world_size_change_option
-@click.option("--stop-after", type=int, help="Stop after this many epochs in this invocation (continue later with --resume).")
+@click.option(
+    "--stop-after", type=int, help="Stop after this many epochs in this invocation (continue later with --resume)."
+)
 @click.pass_context
 def stage1_cmd(ctx: click.Context, resume: bool, **_: object) -> None:
     """Train the whole ViViT-FE end to end on raw video (SFA Stage 1, or the baseline).

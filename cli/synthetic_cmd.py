@@ -18,7 +18,9 @@ _D = SyntheticConfig
 @click.option("--val-per-class", default=_D.val_per_class, show_default=True, help="Validation clips per class.")
 @click.option("--num-frames", default=_D.num_frames, show_default=True, help="Frames per video.")
 @click.option("--size", default=_D.size, show_default=True, help="Frame side in pixels (even).")
-@click.option("--flash-len", default=_D.flash_len, show_default=True, help="Frames of the flash in the flash_early/late classes.")
+@click.option(
+    "--flash-len", default=_D.flash_len, show_default=True, help="Frames of the flash in the flash_early/late classes."
+)
 @click.option("--fps", default=_D.fps, show_default=True, help="Frame rate written to the files.")
 @click.option("--seed", default=_D.seed, show_default=True, help="Same seed, same dataset.")
 def make_synthetic_cmd(out: Path, **options: int) -> None:

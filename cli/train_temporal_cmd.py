@@ -15,26 +15,46 @@ _DIR = click.Path(exists=True, file_okay=False)
 
 
 @click.command("train-temporal")
-@click.option("--train-cache", type=_DIR, required=True, help="Feature cache of the training clips (sfa-cache extract).")
-@click.option("--val-cache", type=_DIR, help="Feature cache of the evaluation clips (--mode eval), evaluated every epoch.")
-@click.option("--stage1", type=_DIR, help="Stage-1 run: initialises the temporal transformer; its fingerprint must match the cache.")
+@click.option(
+    "--train-cache", type=_DIR, required=True, help="Feature cache of the training clips (sfa-cache extract)."
+)
+@click.option(
+    "--val-cache", type=_DIR, help="Feature cache of the evaluation clips (--mode eval), evaluated every epoch."
+)
+@click.option(
+    "--stage1",
+    type=_DIR,
+    help="Stage-1 run: initialises the temporal transformer; its fingerprint must match the cache.",
+)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to create (or --resume).")
 @click.option("--temporal-init", type=click.Choice(TEMPORAL_INITS), default=T.temporal_init, show_default=True,
               help="scratch: random temporal transformer (the ablation).")
-@click.option("--frames", default=T.frames, show_default=True, help="Frames per clip, a uniform subset of the cached ones.")
+@click.option(
+    "--frames", default=T.frames, show_default=True, help="Frames per clip, a uniform subset of the cached ones."
+)
 @click.option("--adapter", type=click.Choice(ADAPTER_KINDS), default=T.adapter, show_default=True,
               help="mlp: the paper's Linear-GELU-Linear; residual: x + MLP(x), identity at init.")
 @click.option("--adapter-hidden", type=int, help="Adapter hidden width [default: the feature width].")
 @click.option("--temporal-depth", type=int, help="Layers, when training from scratch without --stage1 [default: 4].")
-@click.option("--temporal-preset", type=click.Choice(list(TEMPORAL_PRESETS)), help="Paper size B/L/H/g, from scratch without --stage1.")
-@click.option("--temporal-pos-std", type=float,
-              help="Init std of the position table, from scratch without --stage1 [default: 0.02; a --stage1 run brings its own].")
+@click.option(
+    "--temporal-preset",
+    type=click.Choice(list(TEMPORAL_PRESETS)),
+    help="Paper size B/L/H/g, from scratch without --stage1.",
+)
+@click.option(
+    "--temporal-pos-std",
+    type=float,
+    help="Init std of the position table, from scratch without --stage1 "
+    "[default: 0.02; a --stage1 run brings its own].",
+)
 @click.option("--drop-path", default=T.drop_path, show_default=True)
 @optim_options(mixup_help="Feature-level mixup alpha (0 disables).", spatial_lr_scale=False)
 @click.option("--device", default=T.device, show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--num-workers", default=T.num_workers, show_default=True, help="Cache-reading worker processes.")
 @click.option("--seed", default=T.seed, show_default=True)
-@click.option("--log-every", default=T.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records.")
+@click.option(
+    "--log-every", default=T.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records."
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")
 @allow_world_size_change_option
 @click.option("--stop-after", type=int, help="Stop after this many epochs in this invocation.")
@@ -65,7 +85,9 @@ def train_temporal_cmd(ctx: click.Context, resume: bool, no_assemble: bool, **_:
 @click.command("assemble")
 @click.argument("stage2_run", type=_DIR)
 @click.option("--out", type=click.Path(file_okay=False), help="Where to write it [default: STAGE2_RUN/assembled].")
-@click.option("--spatial-run", type=_DIR, help="Take the spatial weights from this run [default: the Stage-1 run of STAGE2_RUN].")
+@click.option(
+    "--spatial-run", type=_DIR, help="Take the spatial weights from this run [default: the Stage-1 run of STAGE2_RUN]."
+)
 def assemble_cmd(stage2_run: str, out: str | None, spatial_run: str | None) -> None:
     """Join Stage-1 spatial and Stage-2 adapter + temporal weights into one end-to-end run."""
     from pathlib import Path

@@ -117,11 +117,20 @@ def _train_entry(name: str, settings: dict[str, Any], out: str, device: str) -> 
         if not epochs or not last["complete"]:
             raise SfaError(f"training stopped at epoch {epochs[-1]['epoch'] if epochs else 0} of {cfg.optim.epochs}")
         row = {  # from metrics.jsonl, so an entry resumed across processes counts all of its epochs
-            "name": name, "status": "done", "top1": epochs[-1].get("val_top1"), "top5": epochs[-1].get("val_top5"),
+            "name": name,
+            "status": "done",
+            "top1": epochs[-1].get("val_top1"),
+            "top5": epochs[-1].get("val_top5"),
             "train_seconds": round(sum(r["epoch_seconds"] for r in epochs), 3),
-            "peak_mem_mb": max(r.get("peak_mem_mb", 0.0) for r in epochs), "params_trained": last["params_trained"],
-            "frames": cfg.frames, "adapter": cfg.adapter, "temporal_init": cfg.temporal_init, "lr": cfg.optim.lr,
-            "epochs": epochs[-1]["epoch"], "device": device, "settings": settings,  # fewer than the cap after --patience
+            "peak_mem_mb": max(r.get("peak_mem_mb", 0.0) for r in epochs),
+            "params_trained": last["params_trained"],
+            "frames": cfg.frames,
+            "adapter": cfg.adapter,
+            "temporal_init": cfg.temporal_init,
+            "lr": cfg.optim.lr,
+            "epochs": epochs[-1]["epoch"],
+            "device": device,
+            "settings": settings,  # fewer than the cap after --patience
         }
         atomic_write_json(Path(out) / RESULT_FILE, row)
     except Exception as e:  # reported by the parent as this entry's failure; the grid goes on
@@ -191,7 +200,9 @@ def run_ablation(grid: str | Path, out: str | Path, *, devices: Optional[Sequenc
             name, settings = pending.pop(0)
             device = free.pop(0)
             (out / name / FAILURE_FILE).unlink(missing_ok=True)
-            proc = ctx.Process(target=_train_entry, args=(name, settings, str(out / name), device), name=f"ablate-{name}")
+            proc = ctx.Process(
+                target=_train_entry, args=(name, settings, str(out / name), device), name=f"ablate-{name}"
+            )
             proc.start()
             running[name] = (proc, device)
         for name, (proc, device) in list(running.items()):

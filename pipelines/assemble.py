@@ -11,8 +11,15 @@ from typing import Optional
 
 from safetensors.torch import load_file
 
-from sfa_cache.checkpoint import (CONFIG_FILE, MODEL_FILE, RunRecord, read_run_record, run_record_from_json,
-                                  save_model_weights, spatial_from_source)
+from sfa_cache.checkpoint import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    RunRecord,
+    read_run_record,
+    run_record_from_json,
+    save_model_weights,
+    spatial_from_source,
+)
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.manifest import save_classes
 from sfa_cache.errors import SfaError

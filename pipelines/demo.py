@@ -30,8 +30,13 @@ from sfa_cache.errors import SfaError
 from sfa_cache.fresh_process import run_in_fresh_process
 from sfa_cache.pipelines.demo_report import write_report
 from sfa_cache.pipelines.demo_rows import Row, demo_rows, seed_dir
-from sfa_cache.pipelines.job_configs import (DemoConfig, EvaluateConfig, ExtractConfig, resolve_stage1_config,
-                                            resolve_train_temporal_config)
+from sfa_cache.pipelines.job_configs import (
+    DemoConfig,
+    EvaluateConfig,
+    ExtractConfig,
+    resolve_stage1_config,
+    resolve_train_temporal_config,
+)
 from sfa_cache.runtime import resolve_device
 from sfa_cache.train.image_pretrain import ImagePretrainConfig, pretrain_on_synthetic_frames
 
@@ -61,13 +66,31 @@ def _phase_video(cfg: DemoConfig, work: Path, seed: int, row: Row) -> dict[str, 
         budget: dict[str, Any] = dict(epochs=cfg.epochs, lr=cfg.lr)
     else:
         budget = dict(epochs=cfg.baseline_max_epochs, patience=cfg.patience, lr=cfg.baseline_lr)
-    s1 = resolve_stage1_config(dict(
-        train_manifest=str(work / "data" / "train.csv"), val_manifest=str(work / "data" / "val.csv"),
-        out=str(work / row.key), backbone=cfg.backbone, image_size=cfg.image_size,
-        backbone_weights=str(work / IMAGE_WEIGHTS), frames=row.frames, flip_prob=0.0,
-        color_jitter_prob=cfg.color_jitter_prob, temporal_depth=cfg.temporal_depth, temporal_pos_std=cfg.temporal_pos_std,
-        batch_size=cfg.batch_size, optimizer="adamw", spatial_lr_scale=cfg.spatial_lr_scale, warmup_epochs=1,
-        weight_decay=0.05, num_workers=cfg.num_workers, device=cfg.device, seed=seed, log_every=0, **budget))
+    s1 = resolve_stage1_config(
+        dict(
+            train_manifest=str(work / "data" / "train.csv"),
+            val_manifest=str(work / "data" / "val.csv"),
+            out=str(work / row.key),
+            backbone=cfg.backbone,
+            image_size=cfg.image_size,
+            backbone_weights=str(work / IMAGE_WEIGHTS),
+            frames=row.frames,
+            flip_prob=0.0,
+            color_jitter_prob=cfg.color_jitter_prob,
+            temporal_depth=cfg.temporal_depth,
+            temporal_pos_std=cfg.temporal_pos_std,
+            batch_size=cfg.batch_size,
+            optimizer="adamw",
+            spatial_lr_scale=cfg.spatial_lr_scale,
+            warmup_epochs=1,
+            weight_decay=0.05,
+            num_workers=cfg.num_workers,
+            device=cfg.device,
+            seed=seed,
+            log_every=0,
+            **budget,
+        )
+    )
     return run_stage1(s1, resume=(work / row.key / "config.json").is_file())
 
 
@@ -77,8 +100,16 @@ def _phase_extract(cfg: DemoConfig, work: Path, seed: int, source: str) -> dict[
 
     model = dict(model=str(work / "stage1")) if source == "stage1" else dict(
         backbone=cfg.backbone, backbone_weights=str(work / IMAGE_WEIGHTS), image_size=cfg.image_size)
-    common = dict(cache_root=str(work / "caches"), frames=cfg.frames, flip_prob=0.0, color_jitter_prob=cfg.color_jitter_prob,
-                  num_workers=cfg.num_workers, device=cfg.device, seed=seed, **model)
+    common = dict(
+        cache_root=str(work / "caches"),
+        frames=cfg.frames,
+        flip_prob=0.0,
+        color_jitter_prob=cfg.color_jitter_prob,
+        num_workers=cfg.num_workers,
+        device=cfg.device,
+        seed=seed,
+        **model,
+    )
     train = run_extract(ExtractConfig(manifest=str(work / "data" / "train.csv"), views=2, **common))
     val = run_extract(ExtractConfig(manifest=str(work / "data" / "val.csv"), mode="eval", **common))
     return {"train": str(train.cache_dir), "val": str(val.cache_dir), "train_seconds": train.seconds}
@@ -105,8 +136,15 @@ def _phase_evaluate(cfg: DemoConfig, work: Path, seed: int, rows: list[Row]) -> 
 
     out = {}
     for row in rows:
-        metrics = run_evaluate(EvaluateConfig(run=str(work / row.model_dir), manifest=str(work / "data" / "val.csv"),
-                                              num_workers=cfg.num_workers, device=cfg.device, out=str(work / "eval" / row.key)))
+        metrics = run_evaluate(
+            EvaluateConfig(
+                run=str(work / row.model_dir),
+                manifest=str(work / "data" / "val.csv"),
+                num_workers=cfg.num_workers,
+                device=cfg.device,
+                out=str(work / "eval" / row.key),
+            )
+        )
         out[row.key] = {k: metrics[k] for k in ("top1", "top5", "per_class_top1", "frames", "videos", "failed")}
     return out
 

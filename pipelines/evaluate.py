@@ -17,20 +17,19 @@ import torch
 from tqdm import tqdm
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
+from sfa_cache.checkpoint import load_model, read_run_record
+from sfa_cache.data.batches import EpochSampler, collate_items_skip_failed
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import input_name, read_input
 from sfa_cache.data.loaders import video_loader
-from sfa_cache.runtime import resolve_device
-from sfa_cache.data.batches import EpochSampler, collate_items_skip_failed
 from sfa_cache.data.video_dataset import MultiViewClipDataset
-from sfa_cache.video.clips import ClipSpec, make_views
 from sfa_cache.errors import SfaError, VideoReadError
-from sfa_cache.checkpoint import load_model, read_run_record
 from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.job_configs import EvaluateConfig
-from sfa_cache.runtime import BAR_INTERVAL, autocast
+from sfa_cache.runtime import BAR_INTERVAL, autocast, resolve_device
 from sfa_cache.train.metrics import confusion_matrix, per_class_accuracy, topk_correct
 from sfa_cache.train.run_dir import FAILURES_FILE
+from sfa_cache.video.clips import ClipSpec, make_views
 
 log = logging.getLogger("sfa_cache")
 
@@ -116,8 +115,18 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     return {**metrics, "out": str(out)}
 
 
-def predict(run: str | Path, videos: Sequence[str | Path], *, clips: int = 1, crops: int = 1, top_k: int = 5,
-            frames: Optional[int] = None, backend: str = "decord", device: str = "auto", amp: str = "none") -> list[dict[str, Any]]:
+def predict(
+    run: str | Path,
+    videos: Sequence[str | Path],
+    *,
+    clips: int = 1,
+    crops: int = 1,
+    top_k: int = 5,
+    frames: Optional[int] = None,
+    backend: str = "decord",
+    device: str = "auto",
+    amp: str = "none",
+) -> list[dict[str, Any]]:
     """Per video: {"path", "top": [{"label", "prob"}, ...]} or {"path", "error"} for an unreadable one."""
     model, classes = load_for_inference(run, frames, resolve_device(device))
     spec = _spec(model, clips, crops, backend)

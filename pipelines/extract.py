@@ -72,13 +72,27 @@ def load_source(cfg: ExtractConfig) -> tuple[SpatialTransformer, SpatialConfig, 
     if cfg.model is not None:
         spatial, scfg = load_spatial(cfg.model)
         record = read_run_record(cfg.model)
-        return spatial, scfg, SpatialSource(run=str(Path(cfg.model).resolve()), kind=record.kind), record.classes or None
+        return (
+            spatial,
+            scfg,
+            SpatialSource(run=str(Path(cfg.model).resolve()), kind=record.kind),
+            record.classes or None,
+        )
     spatial, scfg = build_backbone_spatial(cfg.backbone, cfg.image_size, weights=cfg.backbone_weights,
                                            pretrained=cfg.pretrained, seed=cfg.seed)
     if not (cfg.backbone_weights or cfg.pretrained):
         log.warning("the backbone %s has random weights (no --backbone-weights / --pretrained)", cfg.backbone)
-    weights = str(Path(cfg.backbone_weights).resolve()) if cfg.backbone_weights else ("timm-hub" if cfg.pretrained else "random")
-    return spatial, scfg, SpatialSource(backbone=cfg.backbone, image_size=cfg.image_size, seed=cfg.seed, weights=weights), None
+    weights = (
+        str(Path(cfg.backbone_weights).resolve())
+        if cfg.backbone_weights
+        else ("timm-hub" if cfg.pretrained else "random")
+    )
+    return (
+        spatial,
+        scfg,
+        SpatialSource(backbone=cfg.backbone, image_size=cfg.image_size, seed=cfg.seed, weights=weights),
+        None,
+    )
 
 
 def _resolve_amp(amp: str, device: torch.device) -> str:
@@ -125,9 +139,17 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
     device = rank_device(cfg.device, info)
     amp = _resolve_amp(cfg.amp, device)
     train = cfg.mode == "train"
-    spec = ClipSpec(frames=cfg.frames, image_size=scfg.image_size, mean=tuple(scfg.mean), std=tuple(scfg.std), train=train,
-                    backend=cfg.backend, augment=AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob),
-                    views=cfg.views if train else 1, crops=1 if train else cfg.eval_crops)
+    spec = ClipSpec(
+        frames=cfg.frames,
+        image_size=scfg.image_size,
+        mean=tuple(scfg.mean),
+        std=tuple(scfg.std),
+        train=train,
+        backend=cfg.backend,
+        augment=AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob),
+        views=cfg.views if train else 1,
+        crops=1 if train else cfg.eval_crops,
+    )
     job = describe_job(cfg, spatial, scfg, source, manifest, spec, amp)
     name = input_name(cfg.manifest) + (f"-{cfg.split}" if cfg.split else "")
     builder = CacheBuilder(cfg.cache_root, name, job, num_clips=len(manifest), dist=info)
@@ -140,11 +162,26 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
                                 failure_log=builder.dir / FAILURES_FILE)
         stats = engine.run(builder.todo, manifest.entries)
     if builder.index is None:  # another rank than 0: its own part
-        return ExtractResult(builder.dir, False, stats.clips, stats.valid, len(stats.failures), len(builder.todo),
-                             len(builder.todo), stats.seconds, stats.frames_per_second, stats.model_busy, stats.failures)
+        return ExtractResult(
+            builder.dir,
+            False,
+            stats.clips,
+            stats.valid,
+            len(stats.failures),
+            len(builder.todo),
+            len(builder.todo),
+            stats.seconds,
+            stats.frames_per_second,
+            stats.model_busy,
+            stats.failures,
+        )
     result = ExtractResult.of_cache(builder.dir, builder.index, reused=False)
     result.shards_extracted = len(builder.todo)
-    result.seconds, result.frames_per_second, result.model_busy = stats.seconds, stats.frames_per_second, stats.model_busy
+    result.seconds, result.frames_per_second, result.model_busy = (
+        stats.seconds,
+        stats.frames_per_second,
+        stats.model_busy,
+    )
     return result
 
 

@@ -32,7 +32,9 @@ def _flatten_optim(values: dict[str, Any], where: str) -> dict[str, Any]:
         raise SfaError(f"{where}: optim must be a mapping, got {type(nested).__name__}")
     unknown = sorted(set(nested) - OPTIM_KEYS)
     if unknown:
-        raise SfaError(f"{where}: unknown key(s) optim.{', optim.'.join(unknown)}; known keys are {', '.join(sorted(OPTIM_KEYS))}")
+        raise SfaError(
+            f"{where}: unknown key(s) optim.{', optim.'.join(unknown)}; known keys are {', '.join(sorted(OPTIM_KEYS))}"
+        )
     return {**nested, **values}
 
 
@@ -62,8 +64,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESET_COMMON = {"optimizer": "sgd", "momentum": 0.9, "warmup_epochs": 2.5}
 
 # Settings that may change between a run and its resumption without changing its result.
-STAGE1_RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "decode_timeout", "log_every", "stop_after", "compile", "channels_last",
-                          "allow_world_size_change"})
+STAGE1_RUNTIME_KEYS = frozenset(
+    {
+        "out",
+        "device",
+        "num_workers",
+        "decode_timeout",
+        "log_every",
+        "stop_after",
+        "compile",
+        "channels_last",
+        "allow_world_size_change",
+    }
+)
 
 
 @dataclass
@@ -133,8 +146,11 @@ def resolve_stage1_config(values: dict[str, Any]) -> Stage1Config:
         if "lr" not in values:
             from sfa_cache.distributed import dist_info  # torchrun's process count, from the environment
 
-            batch = (values.get("batch_size", OptimConfig.batch_size) * values.get("accum_steps", OptimConfig.accum_steps)
-                     * dist_info().world_size)
+            batch = (
+                values.get("batch_size", OptimConfig.batch_size)
+                * values.get("accum_steps", OptimConfig.accum_steps)
+                * dist_info().world_size
+            )
             merged["lr"] = merged["lr"] * batch / PRESET_BATCH
     merged.update(values)
     return config_from_dict(Stage1Config, _nest_optim(merged), where=where)
@@ -144,7 +160,9 @@ def resolve_stage1_config(values: dict[str, Any]) -> Stage1Config:
 
 TEMPORAL_INITS = ("stage1", "scratch")
 # Settings that may change between a run and its resumption without changing its result.
-TRAIN_TEMPORAL_RUNTIME_KEYS = frozenset({"out", "device", "num_workers", "log_every", "stop_after", "assemble", "allow_world_size_change"})
+TRAIN_TEMPORAL_RUNTIME_KEYS = frozenset(
+    {"out", "device", "num_workers", "log_every", "stop_after", "assemble", "allow_world_size_change"}
+)
 
 
 @dataclass
@@ -181,7 +199,9 @@ class TrainTemporalConfig:
             raise SfaError(f"--adapter must be one of {', '.join(ADAPTER_KINDS)}, got {self.adapter!r}")
         if self.frames < 1:
             raise SfaError(f"--frames must be >= 1, got {self.frames}")
-        if self.stage1 is not None and (self.temporal_depth or self.temporal_preset or self.temporal_pos_std is not None):
+        if self.stage1 is not None and (
+            self.temporal_depth or self.temporal_preset or self.temporal_pos_std is not None
+        ):
             raise SfaError("the temporal architecture comes from --stage1; --temporal-depth / --temporal-preset / "
                            "--temporal-pos-std are for training from scratch without a Stage-1 run")
         if self.stop_after is not None and self.stop_after < 1:
@@ -237,7 +257,9 @@ class ExtractConfig:
 
     def validate(self) -> None:
         if (self.model is None) == (self.backbone is None):
-            raise SfaError("give exactly one of --model (a Stage-1 or assembled run directory) or --backbone (a timm model name)")
+            raise SfaError(
+                "give exactly one of --model (a Stage-1 or assembled run directory) or --backbone (a timm model name)"
+            )
         if self.model is not None and (self.backbone_weights or self.pretrained):
             raise SfaError("--backbone-weights / --pretrained go with --backbone, not --model")
         checks = [

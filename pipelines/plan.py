@@ -15,10 +15,10 @@ import torch
 
 from sfa_cache.cost.plan import PlanRow, plan_frames
 from sfa_cache.cost.regimes import REGIME_LABELS
-from sfa_cache.runtime import resolve_device
 from sfa_cache.errors import SfaError
-from sfa_cache.report import human_bytes, markdown_table, parse_size
 from sfa_cache.pipelines.job_configs import PlanConfig
+from sfa_cache.report import human_bytes, markdown_table, parse_size
+from sfa_cache.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,19 @@ def run_plan(cfg: PlanConfig) -> tuple[str, list[PlanRow]]:
     measure = device.type == "cuda" and not cfg.estimate
     if cfg.amp == "fp16" and not measure:
         raise SfaError("--amp fp16 is a CUDA mode; estimate with bf16 (the same bytes) or none")
-    rows = plan_frames(cfg.backbones, budget, measure=measure, device=device, image_size=cfg.image_size,
-                       temporal_depth=cfg.temporal_depth, amp=cfg.amp, optimizer=cfg.optimizer, step=cfg.step,
-                       cap=cfg.cap, progress=(lambda what: log.info("plan: measuring %s ...", what)) if measure else None)
+    rows = plan_frames(
+        cfg.backbones,
+        budget,
+        measure=measure,
+        device=device,
+        image_size=cfg.image_size,
+        temporal_depth=cfg.temporal_depth,
+        amp=cfg.amp,
+        optimizer=cfg.optimizer,
+        step=cfg.step,
+        cap=cfg.cap,
+        progress=(lambda what: log.info("plan: measuring %s ...", what)) if measure else None,
+    )
     if measure:
         how = (f"MEASURED on {torch.cuda.get_device_name(device)}: torch.cuda.max_memory_allocated over two training "
                "steps (the CUDA context, a few hundred MiB, comes on top)")

@@ -16,11 +16,11 @@ import torch
 
 from sfa_cache.checkpoint import RunRecord
 from sfa_cache.configs import config_to_dict
+from sfa_cache.data.batches import EpochSampler
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import read_input
 from sfa_cache.data.loaders import video_loader
 from sfa_cache.data.manifest import Manifest, read_classes_file
-from sfa_cache.data.batches import EpochSampler
 from sfa_cache.data.video_dataset import VideoClipDataset
 from sfa_cache.distributed import start_processes
 from sfa_cache.errors import SfaError
@@ -42,14 +42,18 @@ def _check_videos_exist(manifest: Manifest) -> None:
     """A CSV whose videos are all missing is a wrong --root, not a few bad files."""
     missing = [e.path for e in manifest.entries if isinstance(e.path, Path) and not os.path.exists(e.path)]
     if len(missing) == len(manifest):
-        raise SfaError(f"none of the {len(manifest)} videos of {manifest.source} exist (first: {missing[0]}); check --root")
+        raise SfaError(
+            f"none of the {len(manifest)} videos of {manifest.source} exist (first: {missing[0]}); check --root"
+        )
     if missing:
         log.warning("%d of %d videos of %s are missing; they will be recorded and skipped (first: %s)",
                     len(missing), len(manifest), manifest.source, missing[0])
 
 
 def build_model_config(cfg: Stage1Config, num_classes: int) -> ViViTConfig:
-    spatial = SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size, frame_chunk=cfg.frame_chunk, drop_path=cfg.drop_path)
+    spatial = SpatialConfig(
+        backbone=cfg.backbone, image_size=cfg.image_size, frame_chunk=cfg.frame_chunk, drop_path=cfg.drop_path
+    )
     temporal = TemporalConfig(num_frames=cfg.frames, depth=cfg.temporal_depth or 4)
     if cfg.temporal_preset is not None:  # the preset must match the backbone's width
         with torch.device("meta"):  # shapes only: no memory, no initialisation
@@ -94,16 +98,24 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
         for m in (train_m, val_m):
             for skipped in (m.skipped if m is not None else []):
                 record_failure(failures, row=-1, **skipped)
-    train_ds = VideoClipDataset(train_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, True, cfg.backend, aug), cfg.seed, failures)
+    train_ds = VideoClipDataset(
+        train_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, True, cfg.backend, aug), cfg.seed, failures
+    )
     train_sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
-    loader_args = dict(batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, decode_timeout=cfg.decode_timeout, device=device)
+    loader_args = dict(
+        batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, decode_timeout=cfg.decode_timeout, device=device
+    )
     train_loader = video_loader(train_ds, train_sampler, **loader_args)
     val_loader = None
     if val_m is not None:
-        val_ds = VideoClipDataset(val_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, False, cfg.backend), cfg.seed, failures)
+        val_ds = VideoClipDataset(
+            val_m, ClipSpec(cfg.frames, s.image_size, s.mean, s.std, False, cfg.backend), cfg.seed, failures
+        )
         val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=info.rank, world_size=info.world_size, pad=False)
         val_loader = video_loader(val_ds, val_sampler, **loader_args)
-    trainer = Trainer(model, cfg.optim, steps_per_epoch=len(train_loader), num_classes=len(classes), device=device, seed=cfg.seed)
+    trainer = Trainer(
+        model, cfg.optim, steps_per_epoch=len(train_loader), num_classes=len(classes), device=device, seed=cfg.seed
+    )
 
     begin_run(trainer, out, resuming=resuming, classes=classes, allow_world_size_change=cfg.allow_world_size_change,
               record=RunRecord(kind="stage1", model=model.cfg, train=config_to_dict(cfg)))

@@ -20,12 +20,18 @@ from sfa_cache.cache.dataset import CachedFeatureDataset, check_frames
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.checkpoint import RunRecord, init_from_stage1, read_model_config, read_spatial_fingerprint
 from sfa_cache.configs import config_to_dict
-from sfa_cache.data.loaders import make_loader
 from sfa_cache.data.batches import EpochSampler
+from sfa_cache.data.loaders import make_loader
 from sfa_cache.distributed import barrier, start_processes
 from sfa_cache.errors import SfaError
-from sfa_cache.models.config import (AdapterConfig, SpatialConfig, SpatialSource, TemporalConfig, ViViTConfig,
-                                     temporal_preset)
+from sfa_cache.models.config import (
+    AdapterConfig,
+    SpatialConfig,
+    SpatialSource,
+    TemporalConfig,
+    ViViTConfig,
+    temporal_preset,
+)
 from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.assemble import assemble
 from sfa_cache.pipelines.job_configs import TRAIN_TEMPORAL_RUNTIME_KEYS, TrainTemporalConfig
@@ -122,7 +128,9 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
         val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=info.rank, world_size=info.world_size, pad=False)
         val_loader = make_loader(val_ds, val_sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers,
                                  device=device)
-    trainer = Trainer(model, cfg.optim, steps_per_epoch=len(loader), num_classes=len(classes), device=device, seed=cfg.seed)
+    trainer = Trainer(
+        model, cfg.optim, steps_per_epoch=len(loader), num_classes=len(classes), device=device, seed=cfg.seed
+    )
     record = RunRecord(
         kind="stage2", model=model.cfg, train=config_to_dict(cfg), fingerprint=train_cache.fingerprint,
         caches={"train": str(train_cache.dir.resolve()), "val": str(val_cache.dir.resolve()) if val_cache else None},

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from sfa_cache.runtime import resolve_device
 from sfa_cache.errors import SfaError
+from sfa_cache.runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,9 @@ class DistInfo:
 
 def dist_info() -> DistInfo:
     """This process's place, from torchrun's RANK / WORLD_SIZE / LOCAL_RANK (single process if unset)."""
-    return DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
 
 
 def init_distributed(backend: str = "gloo", timeout_hours: float = 24.0) -> DistInfo:
@@ -56,7 +58,9 @@ def rank_device(name: str, info: DistInfo) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if info.world_size > 1 and name.startswith("cuda"):
         if name != "cuda":
-            raise SfaError(f"--device {name} would put every rank on the same GPU; use --device cuda or auto under torchrun")
+            raise SfaError(
+                f"--device {name} would put every rank on the same GPU; use --device cuda or auto under torchrun"
+            )
         name = f"cuda:{info.local_rank}"
     device = resolve_device(name)
     if device.type == "cuda" and device.index is not None:

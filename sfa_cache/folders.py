@@ -30,10 +30,10 @@ def read_json_object(path: str | os.PathLike) -> dict[str, Any]:
 def folder_marker(folder: str | os.PathLike, marker: str, *, what: str, advice: str) -> Optional[dict[str, Any]]:
     """What `folder/marker` says when the folder has one: the caller decides whether that earlier
     job is this one. None when the folder is absent or empty (free to claim). A folder holding
-    anything else is refused: "`folder` exists and is not `what`; `advice`"."""
+    anything else is refused: "`folder` is not empty and is not `what`; `advice`"."""
     folder = Path(folder)
     if (folder / marker).is_file():
         return read_json_object(folder / marker)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise SfaError(f"{folder} exists and is not {what}; {advice}")
+        raise SfaError(f"{folder} is not empty and is not {what}; {advice}")
     return None

@@ -7,7 +7,7 @@ these run in any process, headless. Files are written atomically.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Sequence
 
 from matplotlib.figure import Figure
 
@@ -20,10 +20,11 @@ def _save(fig: Figure, path: str | os.PathLike) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight"))
 
 
-def accuracy_vs_seconds(path: str | os.PathLike, curves: dict[str, Sequence[Curve]], *, target: Optional[float] = None,
-                        title: str = "") -> None:
-    """One line per method (one per seed, the first labelled), validation top-1 (%) against the
-    training seconds paid; the target as a dashed line and each seed's time to target as a dot."""
+def accuracy_vs_seconds(path: str | os.PathLike, curves: dict[str, Sequence[Curve]], *,
+                        targets: Sequence[float] = (), title: str = "") -> None:
+    """One line per method and seed (the first seed's bold and labelled), validation top-1 (%)
+    against the training seconds paid; `targets` (one per seed): the first as a dashed line, and
+    where each seed's curve first reached its own target, a circle."""
     fig = Figure(figsize=(7.5, 4.8))
     ax = fig.subplots()
     colours = [f"C{i}" for i in range(10)]
@@ -32,11 +33,13 @@ def accuracy_vs_seconds(path: str | os.PathLike, curves: dict[str, Sequence[Curv
         for k, curve in enumerate(runs):
             ax.plot(curve.seconds, curve.top1, color=colour, lw=1.8 if k == 0 else 0.9, alpha=1.0 if k == 0 else 0.5,
                     marker="." if len(curve.seconds) < 40 else None, label=method if k == 0 else None)
-            reached = time_to_target(curve, target) if target is not None else None
+            reached = time_to_target(curve, targets[k]) if k < len(targets) else None
             if reached is not None:
-                ax.plot([reached], [curve.top1[curve.seconds.index(reached)]], "o", ms=7, mfc="none", mec=colour, mew=1.5)
-    if target is not None:
-        ax.axhline(target, color="0.3", ls="--", lw=1, label=f"target {target:.1f}%")
+                ax.plot(
+                    [reached], [curve.top1[curve.seconds.index(reached)]], "o", ms=7, mfc="none", mec=colour, mew=1.5
+                )
+    if targets:
+        ax.axhline(targets[0], color="0.3", ls="--", lw=1, label=f"target {targets[0]:.1f}% (first seed)")
     ax.set_xlabel("training seconds paid (earlier phases included)")
     ax.set_ylabel("validation top-1 (%)")
     ax.set_ylim(0, 100)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from sfa_cache.checkpoint import RunRecord, save_model_weights
 from sfa_cache.data.manifest import infer_classes
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig
-from sfa_cache.checkpoint import RunRecord, save_model_weights
 from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.video.writer import write_video
 
@@ -79,7 +79,9 @@ def tiny_run(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def tiny_config(num_classes: int = 5, frames: int = 4, adapter: str = "none", image_size: int = 32, depth: int = 2) -> ViViTConfig:
+def tiny_config(
+    num_classes: int = 5, frames: int = 4, adapter: str = "none", image_size: int = 32, depth: int = 2
+) -> ViViTConfig:
     return ViViTConfig(
         num_classes=num_classes,
         spatial=SpatialConfig(backbone=TINY_BACKBONE, image_size=image_size, frame_chunk=3),

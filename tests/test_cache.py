@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from sfa_cache.cache.batching import FrameBatcher
 from sfa_cache.cache.builder import write_features
-from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.layout import COMPRESSORS
+from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.writer import ShardData, read_shard, write_shard
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.video.transforms import eval_crops, eval_transform

@@ -46,8 +46,11 @@ def test_no_help_imports_the_ml_stack() -> None:
 def test_module_entry_points_need_no_ml_stack_for_help() -> None:
     """`python -m sfa_cache` and `python -m sfa_cache.cli` (what torchrun launches) start the same CLI."""
     for module in ("sfa_cache", "sfa_cache.cli"):
-        code = f"import runpy, sys; sys.argv = ['x', 'extract', '--help']\ntry:\n    runpy.run_module({module!r}, run_name='__main__')\n" \
-               f"except SystemExit as e:\n    assert not e.code, e.code\nprint([m for m in {HEAVY!r} if m in sys.modules])"
+        code = (
+            "import runpy, sys; sys.argv = ['x', 'extract', '--help']\n"
+            f"try:\n    runpy.run_module({module!r}, run_name='__main__')\n"
+            f"except SystemExit as e:\n    assert not e.code, e.code\nprint([m for m in {HEAVY!r} if m in sys.modules])"
+        )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert "Usage: sfa-cache extract" in proc.stdout and proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout

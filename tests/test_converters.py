@@ -55,10 +55,16 @@ def test_ssv2_json_templates_and_split(tmp_path: Path, videos) -> None:
         shutil.copy(videos["index24"], tmp_path / "videos" / f"{vid}.webm")
     labels = {"Holding something next to something": "0", "Pushing something from left to right": "1"}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
-    entries = [{"id": "1", "label": "holding a cup next to a pen", "template": "Holding [something] next to [something]",
-                "placeholders": ["a cup", "a pen"]},
-               {"id": "2", "template": "Pushing [something] from left to right"},
-               {"id": "3", "template": "Pushing [something] from left to right"}]
+    entries = [
+        {
+            "id": "1",
+            "label": "holding a cup next to a pen",
+            "template": "Holding [something] next to [something]",
+            "placeholders": ["a cup", "a pen"],
+        },
+        {"id": "2", "template": "Pushing [something] from left to right"},
+        {"id": "3", "template": "Pushing [something] from left to right"},
+    ]
     (tmp_path / "validation.json").write_text(json.dumps(entries))
     out = tmp_path / "val.csv"
     r = _convert("ssv2", "--labels", str(tmp_path / "labels.json"), "--annotations", str(tmp_path / "validation.json"),
@@ -93,5 +99,7 @@ def test_folder_per_class(tmp_path: Path, videos) -> None:
 
 def test_kinetics_rejects_a_csv_of_another_kind(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("path,label\na.mp4,x\n")
-    r = _convert("kinetics", "--csv", str(tmp_path / "m.csv"), "--videos", str(tmp_path), "--out", str(tmp_path / "o.csv"))
+    r = _convert(
+        "kinetics", "--csv", str(tmp_path / "m.csv"), "--videos", str(tmp_path), "--out", str(tmp_path / "o.csv")
+    )
     assert r.exit_code == 1 and "not a Kinetics CSV" in r.stderr and "Traceback" not in r.output

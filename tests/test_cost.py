@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from sfa_cache.cli.main import cli
 from sfa_cache.cost.memory_model import estimate_step_memory, saved_activation_bytes
 from sfa_cache.cost.plan import largest_fitting, measure_step_memory
-from sfa_cache.report import parse_size
 from sfa_cache.cost.regimes import TrainStep, build_regime_model, regime_config, regime_forward, regime_input
 from sfa_cache.errors import SfaError
+from sfa_cache.report import parse_size
 from sfa_cache.runtime import autocast
 from tests.conftest import TINY_BACKBONE
 
@@ -46,7 +46,9 @@ def counted_saved_bytes(regime: str, backbone: str, frames: int, batch: int, amp
 
 @pytest.mark.parametrize("regime", ["baseline", "paper", "cached"])
 @pytest.mark.parametrize("amp", ["none", "bf16"])
-@pytest.mark.parametrize("backbone,image_size,frames,batch", [(TINY_BACKBONE, 64, 4, 1), ("vit_small_patch16_224", 32, 8, 2)])
+@pytest.mark.parametrize(
+    "backbone,image_size,frames,batch", [(TINY_BACKBONE, 64, 4, 1), ("vit_small_patch16_224", 32, 8, 2)]
+)
 def test_memory_model_matches_what_autograd_saves(regime, amp, backbone, image_size, frames, batch):
     counted = counted_saved_bytes(regime, backbone, frames, batch, amp, image_size)
     cfg = regime_config(backbone, frames, image_size=image_size, num_classes=10)

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from sfa_cache.data.batches import EpochSampler, collate_skip_failed
 from sfa_cache.data.failures import read_failures
 from sfa_cache.data.loaders import TimedLoader
 from sfa_cache.data.manifest import Manifest, ManifestEntry, infer_classes, read_classes_file, read_manifest
 from sfa_cache.data.synthetic import CLASSES, SyntheticConfig, make_synthetic, render_clip
-from sfa_cache.data.batches import EpochSampler, collate_skip_failed
 from sfa_cache.data.video_dataset import VideoClipDataset
-from sfa_cache.video.clips import ClipSpec
 from sfa_cache.errors import SfaError
+from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.locations import TarMember
 from sfa_cache.video.reader import open_video
 

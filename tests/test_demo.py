@@ -51,7 +51,10 @@ def test_demo_runs_every_row_reports_and_reuses(tmp_path: Path) -> None:
         temporal = _config(seed / row)["model"]["temporal"]
         assert temporal["depth"] == 2 and temporal["pos_embed_std"] == 1.0, row
     assert _config(seed / "sfa-8f")["model"]["temporal"]["num_frames"] == 8
-    assert _config(seed / "baseline")["train"]["frames"] == 16 and _config(seed / "stage1")["train"]["optim"]["patience"] is None
+    assert (
+        _config(seed / "baseline")["train"]["frames"] == 16
+        and _config(seed / "stage1")["train"]["optim"]["patience"] is None
+    )
 
     # results.json: the issue's schema, and times to target that follow from the runs' own metrics.
     results = json.loads((work / "results.json").read_text())

@@ -49,11 +49,38 @@ def odd_val(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_stage1_ddp_equals_one_process_with_the_same_global_batch(synthetic: Path, odd_val: Path, tmp_path: Path) -> None:
-    common = ["stage1", "--train-manifest", str(synthetic / "train.csv"), "--val-manifest", str(odd_val),
-              "--backbone", TINY_BACKBONE, "--image-size", "32", "--frames", "4", "--temporal-depth", "1", "--epochs", "2",
-              "--optimizer", "sgd", "--lr", "0.05", "--warmup-epochs", "1", "--color-jitter-prob", "0", "--num-workers", "0",
-              "--seed", "3"]
+def test_stage1_ddp_equals_one_process_with_the_same_global_batch(
+    synthetic: Path, odd_val: Path, tmp_path: Path
+) -> None:
+    common = [
+        "stage1",
+        "--train-manifest",
+        str(synthetic / "train.csv"),
+        "--val-manifest",
+        str(odd_val),
+        "--backbone",
+        TINY_BACKBONE,
+        "--image-size",
+        "32",
+        "--frames",
+        "4",
+        "--temporal-depth",
+        "1",
+        "--epochs",
+        "2",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.05",
+        "--warmup-epochs",
+        "1",
+        "--color-jitter-prob",
+        "0",
+        "--num-workers",
+        "0",
+        "--seed",
+        "3",
+    ]
     one = _cli(*common, "--batch-size", "4", "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-3000:]
     two = _cli(*common, "--batch-size", "2", "--out", str(tmp_path / "two"), procs=2)
@@ -65,7 +92,9 @@ def test_stage1_ddp_equals_one_process_with_the_same_global_batch(synthetic: Pat
     again = _cli(*common, "--batch-size", "2", "--out", str(tmp_path / "two"), "--resume")
     assert again.returncode == 1 and "trained with 2 process(es), this resume has 1" in again.stderr
     assert "Traceback" not in again.stderr
-    allowed = _cli(*common, "--batch-size", "2", "--out", str(tmp_path / "two"), "--resume", "--allow-world-size-change")
+    allowed = _cli(
+        *common, "--batch-size", "2", "--out", str(tmp_path / "two"), "--resume", "--allow-world-size-change"
+    )
     assert allowed.returncode == 0, allowed.stderr[-3000:]
 
 

@@ -15,16 +15,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import TINY_BACKBONE, cache_arrays
+
 from sfa_cache.cache import layout
+from sfa_cache.cache.index import read_cache_index
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.verify import cache_info, verify_cache
 from sfa_cache.cache.writer import read_shard, write_shard
+from sfa_cache.checkpoint import load_spatial, read_spatial_fingerprint
 from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import infer_classes, read_manifest
 from sfa_cache.errors import SfaError
-from sfa_cache.checkpoint import load_spatial, read_spatial_fingerprint
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
 from sfa_cache.video.reader import open_video
@@ -39,7 +40,9 @@ def _cfg(run: Path, manifest: Path, root: Path, **over) -> ExtractConfig:
     return ExtractConfig(**values)
 
 
-def test_cached_features_equal_the_spatial_model_on_the_same_frames(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
+def test_cached_features_equal_the_spatial_model_on_the_same_frames(
+    tiny_run: Path, synthetic: Path, tmp_path: Path
+) -> None:
     train = run_extract(_cfg(tiny_run, synthetic / "train.csv", tmp_path, views=2, seed=3))
     val = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", eval_crops=3, num_workers=0))
     spatial, scfg = load_spatial(tiny_run)
@@ -90,7 +93,9 @@ def test_cache_records_fingerprint_settings_and_versions(tiny_run: Path, synthet
     assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("val-eval") and len(list(tmp_path.iterdir())) == 2
     assert verify_cache(result.cache_dir) == []
     info = cache_info(result.cache_dir)
-    assert info["clips"] == 14 and info["bytes"] > 14 * 6 * 192 * 2 * 0.5 and info["fingerprint"] == index["fingerprint"]
+    assert (
+        info["clips"] == 14 and info["bytes"] > 14 * 6 * 192 * 2 * 0.5 and info["fingerprint"] == index["fingerprint"]
+    )
 
 
 def test_same_command_reuses_and_other_settings_do_not(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
@@ -98,7 +103,9 @@ def test_same_command_reuses_and_other_settings_do_not(tiny_run: Path, synthetic
     stamp = os.stat(layout.shard_path(first.cache_dir, 0) / "features" / "c" / "0" / "0" / "0" / "0").st_mtime_ns
     again = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=2, batch_frames=7))
     assert again.reused and again.cache_dir == first.cache_dir and again.shards_extracted == 0
-    assert os.stat(layout.shard_path(first.cache_dir, 0) / "features" / "c" / "0" / "0" / "0" / "0").st_mtime_ns == stamp
+    assert (
+        os.stat(layout.shard_path(first.cache_dir, 0) / "features" / "c" / "0" / "0" / "0" / "0").st_mtime_ns == stamp
+    )
     other = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", frames=4, num_workers=0))
     assert not other.reused and other.cache_dir != first.cache_dir
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.cache_dir.name, other.cache_dir.name])
@@ -112,7 +119,9 @@ def test_broken_short_and_missing_videos_are_recorded_never_zeros(tiny_run: Path
     assert (result.clips, result.valid, result.failed) == (7, 3, 4)
     failures = [json.loads(line) for line in (result.cache_dir / "failures.jsonl").read_text().splitlines()]
     assert [f["row"] for f in failures] == [1, 3, 5, 6]
-    assert all(f["reason"] for f in failures) and "empty" in failures[1]["reason"] and "not found" in failures[3]["reason"]
+    assert (
+        all(f["reason"] for f in failures) and "empty" in failures[1]["reason"] and "not found" in failures[3]["reason"]
+    )
     arrays = cache_arrays(result.cache_dir)
     np.testing.assert_array_equal(arrays["valid"], [True, False, True, False, True, False, False])
     assert np.isnan(arrays["features"][~arrays["valid"]]).all()
@@ -121,8 +130,24 @@ def test_broken_short_and_missing_videos_are_recorded_never_zeros(tiny_run: Path
     assert len(np.unique(arrays["frame_index"][0, 0])) == 8
     assert verify_cache(result.cache_dir) == []
     # --strict: same cache (reused), but a non-zero exit naming the failures.
-    r = CliRunner().invoke(cli, ["extract", "--model", str(tiny_run), "--manifest", str(manifest), "--cache-root",
-                                 str(tmp_path / "caches"), "--frames", "8", "--clips-per-shard", "3", "--strict", "--no-progress"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--model",
+            str(tiny_run),
+            "--manifest",
+            str(manifest),
+            "--cache-root",
+            str(tmp_path / "caches"),
+            "--frames",
+            "8",
+            "--clips-per-shard",
+            "3",
+            "--strict",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 1 and "4 clip(s) failed to decode (--strict)" in r.output
 
 
@@ -206,7 +231,12 @@ def test_verify_catches_a_lost_marker_corruption_and_nan(tiny_run: Path, synthet
 def test_verify_checks_manifest_coverage(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
     result = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", num_workers=0))
     runner = CliRunner()
-    assert runner.invoke(cli, ["cache", "verify", str(result.cache_dir), "--manifest", str(synthetic / "val.csv")]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli, ["cache", "verify", str(result.cache_dir), "--manifest", str(synthetic / "val.csv")]
+        ).exit_code
+        == 0
+    )
     r = runner.invoke(cli, ["cache", "verify", str(result.cache_dir), "--manifest", str(synthetic / "train.csv")])
     assert r.exit_code == 1 and "does not cover the given manifest" in r.output
     relabelled = tmp_path / "relabelled.csv"  # same rows and videos, one label changed
@@ -223,7 +253,9 @@ def test_verify_checks_manifest_coverage(tiny_run: Path, synthetic: Path, tmp_pa
     r = runner.invoke(cli, ["cache", "info", str(result.cache_dir), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)["clips"] == 14
     r = runner.invoke(cli, ["cache", "list", str(tmp_path)])
-    assert r.exit_code == 0 and r.output.startswith(f"{result.cache_dir.name}  complete  14 clips (0 failed)  1 x 6 x 192")
+    assert r.exit_code == 0 and r.output.startswith(
+        f"{result.cache_dir.name}  complete  14 clips (0 failed)  1 x 6 x 192"
+    )
 
 
 def test_float32_and_pyav_caches_agree_with_the_default(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
@@ -280,7 +312,9 @@ def test_bare_backbone_with_local_weights(synthetic: Path, tmp_path: Path) -> No
     frames = eval_crops(reader.get_frames(idx), 32, tuple(mean), tuple(std))[0]
     with torch.no_grad():
         expected = image_model.eval().forward_head(image_model.forward_features(frames), pre_logits=True)
-    torch.testing.assert_close(torch.from_numpy(cache.features(0)[0].astype(np.float32)), expected, rtol=2e-3, atol=2e-3)
+    torch.testing.assert_close(
+        torch.from_numpy(cache.features(0)[0].astype(np.float32)), expected, rtol=2e-3, atol=2e-3
+    )
 
 
 @pytest.mark.parametrize("args, match", [
@@ -290,7 +324,9 @@ def test_bare_backbone_with_local_weights(synthetic: Path, tmp_path: Path) -> No
     (["--amp", "fp16", "--device", "cpu"], "fp16 needs a CUDA device"),
     (["--seed", "-1"], "--seed must be >= 0"),
 ])
-def test_cli_bad_input_is_one_line_and_writes_nothing(tiny_run: Path, synthetic: Path, tmp_path: Path, args, match) -> None:
+def test_cli_bad_input_is_one_line_and_writes_nothing(
+    tiny_run: Path, synthetic: Path, tmp_path: Path, args, match
+) -> None:
     r = CliRunner().invoke(cli, ["extract", "--model", str(tiny_run), "--manifest", str(synthetic / "val.csv"),
                                  "--cache-root", str(tmp_path / "c"), "--no-progress", *args])
     assert isinstance(r.exception, SystemExit) and r.exit_code != 0 and match in r.output  # not a crash
@@ -307,12 +343,16 @@ def test_cli_rejects_a_folder_that_is_not_a_run(synthetic: Path, tmp_path: Path)
 
 @pytest.mark.gpu
 def test_cuda_bf16_extraction_matches_cpu(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
-    cpu = cache_arrays(run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", device="cpu")).cache_dir)
+    cpu = cache_arrays(
+        run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", device="cpu")).cache_dir
+    )
     result = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path, mode="eval", device="cuda"))
     index = json.loads((result.cache_dir / "cache.json").read_text())
     assert index["extraction"]["amp"] == "bf16"  # auto on CUDA
     gpu = cache_arrays(result.cache_dir)
-    np.testing.assert_allclose(gpu["features"].astype(np.float32), cpu["features"].astype(np.float32), rtol=0.05, atol=0.05)
+    np.testing.assert_allclose(
+        gpu["features"].astype(np.float32), cpu["features"].astype(np.float32), rtol=0.05, atol=0.05
+    )
 
 
 def test_same_csv_over_other_videos_gets_its_own_cache(tiny_run: Path, videos, tmp_path: Path) -> None:
@@ -363,3 +403,28 @@ def test_cache_export_to_hdf5(tiny_run: Path, synthetic: Path, videos, tmp_path:
     assert again.exit_code == 1 and "exists" in again.output
     unfinished = CliRunner().invoke(cli, ["cache", "export", str(tmp_path / "c"), str(tmp_path / "x.h5")])
     assert unfinished.exit_code == 1 and "not a feature cache" in unfinished.output and not (tmp_path / "x.h5").exists()
+
+
+def test_malformed_or_newer_indexes_and_run_records_are_one_line_errors(tiny_run: Path, synthetic: Path,
+                                                                        tmp_path: Path) -> None:
+    cache_dir = run_extract(_cfg(tiny_run, synthetic / "val.csv", tmp_path / "c", mode="eval")).cache_dir
+    index_file = cache_dir / "cache.json"
+    good = json.loads(index_file.read_text())
+    assert json.loads(json.dumps(read_cache_index(cache_dir).as_json())) == good  # the typed index round-trips
+    no_dim = {k: v for k, v in good.items() if k != "dim"}
+    for broken, message in (({**good, "format": 2}, "newer sfa-cache"), ({**good, "views": "two"}, "expected int"),
+                            ({**good, "surprise": 1}, "unknown key"), (no_dim, "dim")):
+        index_file.write_text(json.dumps(broken))
+        r = CliRunner().invoke(cli, ["cache", "info", str(cache_dir)])
+        assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, r.output
+    index_file.write_text("{not json")
+    assert "is not valid JSON" in CliRunner().invoke(cli, ["cache", "info", str(cache_dir)]).output
+    record = tiny_run / "config.json"
+    saved = record.read_text()
+    try:
+        record.write_text(json.dumps({**json.loads(saved), "format": 7}))
+        r = CliRunner().invoke(cli, ["extract", "--model", str(tiny_run), "--manifest", str(synthetic / "val.csv"),
+                                     "--cache-root", str(tmp_path / "d"), "--frames", "4"])
+        assert r.exit_code == 1 and "run format 7" in r.output and "Traceback" not in r.output, r.output
+    finally:
+        record.write_text(saved)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import cache_arrays
+
 from sfa_cache.cache import layout
 from sfa_cache.cache.index import read_cache_index
 from sfa_cache.cache.verify import verify_cache
@@ -27,10 +27,10 @@ from sfa_cache.data.inputs import input_kind, input_name, read_input
 from sfa_cache.data.manifest import infer_classes, manifest_digest, read_manifest
 from sfa_cache.data.pack_wds import pack_wds
 from sfa_cache.data.video_dataset import VideoClipDataset
-from sfa_cache.video.clips import ClipSpec
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
+from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.h5_reader import close_h5_files
 from sfa_cache.video.reader import open_video
 from sfa_cache.video.transforms import AugmentConfig
@@ -89,7 +89,9 @@ def test_wds_read_equals_folder_read(packed: str, synthetic: Path) -> None:
     _assert_same_items(VideoClipDataset(shards, _spec(True), seed=3), VideoClipDataset(csv, _spec(True), seed=3),
                        [(1, i) for i in range(n)])
     _assert_same_items(VideoClipDataset(shards, _spec(False)), VideoClipDataset(csv, _spec(False)), range(0, n, 5))
-    _assert_same_items(VideoClipDataset(shards, _spec(False, "pyav")), VideoClipDataset(csv, _spec(False, "pyav")), [0, 9])
+    _assert_same_items(
+        VideoClipDataset(shards, _spec(False, "pyav")), VideoClipDataset(csv, _spec(False, "pyav")), [0, 9]
+    )
     # The shards are ordinary WebDataset: its own reader sees the same samples and labels.
     samples = list(wds.WebDataset(packed, shardshuffle=False, empty_check=False))
     assert sorted(s["__key__"] for s in samples) == [e.key for e in shards.entries]
@@ -99,7 +101,9 @@ def test_wds_read_equals_folder_read(packed: str, synthetic: Path) -> None:
 def test_pack_wds_shards_are_bounded_atomic_and_resumable(synthetic: Path, tmp_path: Path) -> None:
     rows = (synthetic / "train.csv").read_text().splitlines()
     manifest_path = tmp_path / "m.csv"  # the first 9 videos and one that does not exist
-    manifest_path.write_text("\n".join(rows[:10]).replace("videos/", f"{synthetic}/videos/") + "\nnope/gone.mp4,still\n")
+    manifest_path.write_text(
+        "\n".join(rows[:10]).replace("videos/", f"{synthetic}/videos/") + "\nnope/gone.mp4,still\n"
+    )
     manifest = read_manifest(manifest_path, infer_classes(synthetic / "train.csv"))
     out = tmp_path / "shards"
     first = pack_wds(manifest, out, SHARD_SIZE, prefix="part", progress=False)
@@ -122,7 +126,9 @@ def test_pack_wds_shards_are_bounded_atomic_and_resumable(synthetic: Path, tmp_p
     subset = read_manifest(few, infer_classes(few))
     assert len(subset.classes) == 3
     other = pack_wds(subset, tmp_path / "subset", SHARD_SIZE, prefix="part", progress=False)
-    assert [e.label for e in read_input(other.pattern, manifest.classes).entries] == [e.label for e in manifest.entries[:3]]
+    assert [e.label for e in read_input(other.pattern, manifest.classes).entries] == [
+        e.label for e in manifest.entries[:3]
+    ]
 
 
 def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
@@ -146,7 +152,9 @@ def broken_shards(videos, tmp_path: Path) -> str:
         ("e_novideo.cls", b"1"),
         ("f_json.webm", textured), ("f_json.json", json.dumps({"label": "move_right"}).encode()),
     ])
-    _tar(tmp_path / "s-1.tar", [("g_good.mp4", good), ("g_good.cls", b"2"), ("h_cut.mp4", textured), ("h_cut.cls", b"1")])
+    _tar(
+        tmp_path / "s-1.tar", [("g_good.mp4", good), ("g_good.cls", b"2"), ("h_cut.mp4", textured), ("h_cut.cls", b"1")]
+    )
     whole = (tmp_path / "s-1.tar").read_bytes()
     cut = whole.index(textured[:64]) + 100  # in the middle of h_cut.mp4's data
     (tmp_path / "s-1.tar").write_bytes(whole[:cut])
@@ -215,7 +223,9 @@ def _extract_cfg(run: Path, source: str, root: Path, **over) -> ExtractConfig:
     return ExtractConfig(**values)
 
 
-def test_extract_from_wds_equals_the_csv_cache_and_resumes(tiny_run: Path, synthetic: Path, packed: str, tmp_path: Path) -> None:
+def test_extract_from_wds_equals_the_csv_cache_and_resumes(
+    tiny_run: Path, synthetic: Path, packed: str, tmp_path: Path
+) -> None:
     from_csv = run_extract(_extract_cfg(tiny_run, str(synthetic / "train.csv"), tmp_path / "c"))
     from_wds = run_extract(_extract_cfg(tiny_run, packed, tmp_path / "c"))
     assert from_wds.cache_dir != from_csv.cache_dir and from_wds.cache_dir.name.startswith("train-train-6f-")
@@ -236,8 +246,25 @@ def test_extract_from_wds_equals_the_csv_cache_and_resumes(tiny_run: Path, synth
 def test_extract_from_broken_shards_records_and_skips(tiny_run: Path, broken_shards: str, tmp_path: Path) -> None:
     classes = tmp_path / "classes.txt"
     classes.write_text("move_left\nmove_right\nstill\n")
-    r = CliRunner().invoke(cli, ["extract", "--model", str(tiny_run), "--wds", broken_shards, "--classes", str(classes),
-                                 "--cache-root", str(tmp_path / "c"), "--frames", "4", "--num-workers", "1", "--no-progress"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "extract",
+            "--model",
+            str(tiny_run),
+            "--wds",
+            broken_shards,
+            "--classes",
+            str(classes),
+            "--cache-root",
+            str(tmp_path / "c"),
+            "--frames",
+            "4",
+            "--num-workers",
+            "1",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads(r.stdout.splitlines()[-1])
     assert (summary["clips"], summary["valid"], summary["failed"]) == (5, 4, 1)
@@ -303,7 +330,9 @@ def test_h5_input_equals_video_input(layout_name: str, decoded_val, synthetic: P
     n = len(csv)
     _assert_same_items(VideoClipDataset(h5, _spec(True), seed=5), VideoClipDataset(csv, _spec(True), seed=5),
                        [(2, i) for i in range(n)])
-    _assert_same_items(VideoClipDataset(h5, _spec(False, frames=32)), VideoClipDataset(csv, _spec(False, frames=32)), range(n))
+    _assert_same_items(
+        VideoClipDataset(h5, _spec(False, frames=32)), VideoClipDataset(csv, _spec(False, frames=32)), range(n)
+    )
 
 
 def test_h5_jpeg_frames_splits_and_broken_videos(decoded_val, tmp_path: Path) -> None:
@@ -346,17 +375,49 @@ def test_stage1_trains_on_shards_and_evaluates_on_h5(packed: str, decoded_val, t
     val = tmp_path / "val.h5"
     write_h5(val, decoded_val, "raw")
     out = tmp_path / "run"
-    r = CliRunner().invoke(cli, [
-        "stage1", "--train-wds", packed, "--val-h5", str(val), "--out", str(out), "--backbone", "vit_tiny_patch16_224",
-        "--image-size", "32", "--frames", "4", "--temporal-depth", "1", "--epochs", "1", "--batch-size", "8",
-        "--lr", "0.01", "--num-workers", "1", "--device", "cpu", "--flip-prob", "0", "--decode-timeout", "0"])  # the DataLoader path
+    r = CliRunner().invoke(
+        cli,
+        [
+            "stage1",
+            "--train-wds",
+            packed,
+            "--val-h5",
+            str(val),
+            "--out",
+            str(out),
+            "--backbone",
+            "vit_tiny_patch16_224",
+            "--image-size",
+            "32",
+            "--frames",
+            "4",
+            "--temporal-depth",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--lr",
+            "0.01",
+            "--num-workers",
+            "1",
+            "--device",
+            "cpu",
+            "--flip-prob",
+            "0",
+            "--decode-timeout",
+            "0",
+        ],
+    )  # the DataLoader path
     assert r.exit_code == 0, r.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     epoch = [rec for rec in records if rec["kind"] == "epoch"][-1]
     assert (epoch["val_clips"], epoch["val_dropped"]) == (len(decoded_val), 0)
     assert (out / "model.safetensors").is_file() and os.path.getsize(out / "model.safetensors") > 0
     # evaluate takes the same inputs; its predictions name each clip by its location.
-    r = CliRunner().invoke(cli, ["evaluate", "--run", str(out), "--wds", packed, "--num-workers", "0", "--device", "cpu"])
+    r = CliRunner().invoke(
+        cli, ["evaluate", "--run", str(out), "--wds", packed, "--num-workers", "0", "--device", "cpu"]
+    )
     assert r.exit_code == 0, r.output
     metrics = json.loads((out / "eval" / "train-1x1" / "metrics.json").read_text())
     assert (metrics["videos"], metrics["failed"]) == (28, 0)
@@ -378,6 +439,8 @@ def test_torchrun_extraction_from_wds_equals_one_process_from_csv(tiny_run: Path
     got, want = cache_arrays(cache_dir), cache_arrays(single.cache_dir)
     for name in want:  # ranks run other batch compositions: features agree to float tolerance
         if name == "features":
-            np.testing.assert_allclose(got[name].astype(np.float32), want[name].astype(np.float32), rtol=2e-3, atol=2e-3)
+            np.testing.assert_allclose(
+                got[name].astype(np.float32), want[name].astype(np.float32), rtol=2e-3, atol=2e-3
+            )
         else:
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)

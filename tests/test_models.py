@@ -7,12 +7,13 @@ import dataclasses
 import pytest
 import timm
 import torch
+from conftest import TINY_BACKBONE, tiny_config
 from safetensors.torch import save_file
 
-from conftest import TINY_BACKBONE, tiny_config
 from sfa_cache.configs import config_from_dict, config_to_dict
 from sfa_cache.errors import SfaError
-from sfa_cache.models.config import SpatialConfig, TemporalConfig, ViViTConfig, temporal_preset
+from sfa_cache.models.adapter import build_adapter
+from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig, temporal_preset
 from sfa_cache.models.spatial import SpatialTransformer, load_backbone_weights
 from sfa_cache.models.temporal import TemporalTransformer, resize_temporal_pos_embed
 from sfa_cache.models.vivit import ViViTFE, load_vivit_state_dict
@@ -226,3 +227,13 @@ def test_temporal_pos_embed_init_scale() -> None:
     assert 0.017 < float(default.pos_embed.detach().std()) < 0.023
     large = TemporalTransformer(TemporalConfig(num_frames=512, pos_embed_std=1.0), 64, 3)
     assert 0.8 < float(large.pos_embed.detach().std()) < 0.95  # N(0, 1) truncated at +-2 has std 0.88
+
+
+def test_an_unknown_adapter_kind_is_refused_not_an_identity() -> None:
+    with pytest.raises(SfaError, match="adapter kind"):
+        AdapterConfig("mlpp")
+    cfg = AdapterConfig("mlp")
+    cfg.kind = "mlpp"  # past the config's own check, e.g. a config built field by field
+    with pytest.raises(SfaError, match="unknown adapter kind 'mlpp'"):
+        build_adapter(cfg, 8)
+    assert isinstance(build_adapter(AdapterConfig("none"), 8), torch.nn.Identity)

@@ -82,7 +82,9 @@ def test_wheel_carries_every_module(install: Install) -> None:
 
 
 def test_installed_not_editable(install: Install) -> None:
-    where = _ok(install.run("python", "-c", "import sfa_cache, sfa_cache.cli.main as m; print(sfa_cache.__file__, m.__file__)"))
+    where = _ok(
+        install.run("python", "-c", "import sfa_cache, sfa_cache.cli.main as m; print(sfa_cache.__file__, m.__file__)")
+    )
     assert all(Path(p).is_relative_to(install.site) for p in where.split()), where
     assert not (install.site / "cli").exists() and not (install.site / "pipelines").exists()
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY_BACKBONE
 from safetensors.torch import load_file
 
-from conftest import TINY_BACKBONE
-from sfa_cache.cli.main import cli
-from sfa_cache.errors import SfaError
 from sfa_cache.checkpoint import load_model, read_run_record
+from sfa_cache.cli.main import cli
 from sfa_cache.configs import config_to_dict
+from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.job_configs import Stage1Config, resolve_stage1_config
 from sfa_cache.pipelines.stage1 import run_stage1
 from sfa_cache.train.run_dir import load_train_state, read_metrics
@@ -130,7 +130,9 @@ def test_preset_then_explicit_flags() -> None:
 
 def test_a_saved_config_resolves_to_the_same_config() -> None:
     """A run's config.json 'train' section (nested optim) passed back gives the same config; flags still win."""
-    cfg = resolve_stage1_config(dict(train_manifest="t.csv", out="o", preset="ssv2", batch_size=16, epochs=3, frames=16))
+    cfg = resolve_stage1_config(
+        dict(train_manifest="t.csv", out="o", preset="ssv2", batch_size=16, epochs=3, frames=16)
+    )
     saved = json.loads(json.dumps(config_to_dict(cfg)))  # as it is on disk
     assert resolve_stage1_config(saved) == cfg
     nested = resolve_stage1_config(dict(train_manifest="t.csv", out="o", optim={"lr": 0.5, "epochs": 3}))
@@ -168,10 +170,14 @@ def _assert_one_line_error(result, match: str) -> None:
     (["--backbone-weights", "JUNK"], "cannot read weights file"),
     (["--temporal-preset", "B"], "temporal preset B has width 768 but the spatial backbone gives 192"),
 ])
-def test_cli_bad_input_is_one_line_and_creates_nothing(synthetic: Path, tmp_path: Path, args: list[str], match: str) -> None:
+def test_cli_bad_input_is_one_line_and_creates_nothing(
+    synthetic: Path, tmp_path: Path, args: list[str], match: str
+) -> None:
     (tmp_path / "classes.txt").write_text("move_left\nmove_right\n")
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    args = [a.replace("CLASSES", str(tmp_path / "classes.txt")).replace("JUNK", str(tmp_path / "junk.pth")) for a in args]
+    args = [
+        a.replace("CLASSES", str(tmp_path / "classes.txt")).replace("JUNK", str(tmp_path / "junk.pth")) for a in args
+    ]
     out = tmp_path / "run"
     _assert_one_line_error(_run(_base(synthetic, out) + args), match)
     assert not out.exists()
@@ -242,5 +248,7 @@ def test_fp16_needs_cuda(synthetic: Path, tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_stage1_on_cuda_with_fp16_channels_last(synthetic: Path, tmp_path: Path) -> None:
-    last = run_stage1(_cfg(synthetic / "train.csv", tmp_path / "cuda", epochs=1, amp="fp16", channels_last=True, device="cuda"))
+    last = run_stage1(
+        _cfg(synthetic / "train.csv", tmp_path / "cuda", epochs=1, amp="fp16", channels_last=True, device="cuda")
+    )
     assert math.isfinite(last["train_loss"])

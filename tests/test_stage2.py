@@ -10,24 +10,28 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import TINY_BACKBONE
 from safetensors.torch import load_file
 
-from conftest import TINY_BACKBONE
 from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.checkpoint import load_model, read_run_record
 from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import read_manifest
-from sfa_cache.video.clips import ClipSpec, make_views
 from sfa_cache.errors import SfaError
-from sfa_cache.checkpoint import load_model, read_run_record
 from sfa_cache.pipelines.ablate import run_ablation
 from sfa_cache.pipelines.evaluate import predict, run_evaluate
 from sfa_cache.pipelines.extract import run_extract
-from sfa_cache.pipelines.job_configs import (EvaluateConfig, ExtractConfig, resolve_stage1_config,
-                                            resolve_train_temporal_config)
+from sfa_cache.pipelines.job_configs import (
+    EvaluateConfig,
+    ExtractConfig,
+    resolve_stage1_config,
+    resolve_train_temporal_config,
+)
 from sfa_cache.pipelines.stage1 import run_stage1
 from sfa_cache.pipelines.train_temporal import run_train_temporal
 from sfa_cache.train.run_dir import read_metrics
+from sfa_cache.video.clips import ClipSpec, make_views
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +74,20 @@ def caches(stage1_run: Path, two_class: dict[str, Path], tmp_path_factory: pytes
 
 
 def _cfg(caches: dict[str, Path], stage1: Path | None, out: Path, **over):
-    values = dict(train_cache=str(caches["train"]), val_cache=str(caches["val"]), stage1=str(stage1) if stage1 else None,
-                  out=str(out), frames=8, epochs=8, batch_size=4, optimizer="adamw", lr=3e-3, warmup_epochs=1,
-                  num_workers=0, log_every=1)
+    values = dict(
+        train_cache=str(caches["train"]),
+        val_cache=str(caches["val"]),
+        stage1=str(stage1) if stage1 else None,
+        out=str(out),
+        frames=8,
+        epochs=8,
+        batch_size=4,
+        optimizer="adamw",
+        lr=3e-3,
+        warmup_epochs=1,
+        num_workers=0,
+        log_every=1,
+    )
     values.update(over)
     return resolve_train_temporal_config(values)
 
@@ -108,9 +123,21 @@ def test_cached_dataset_views_frames_and_validity(caches: dict[str, Path]) -> No
 
 def test_invalid_clips_are_skipped_and_counted(stage1_run: Path, videos, tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
-    manifest.write_text("path,label\n" + "".join(f"{videos[n]},move_left\n" for n in ("index24", "garbage", "textured")))
-    cache = FeatureCache(run_extract(ExtractConfig(model=str(stage1_run), manifest=str(manifest), cache_root=str(tmp_path),
-                                                   frames=4, num_workers=0, progress=False)).cache_dir)
+    manifest.write_text(
+        "path,label\n" + "".join(f"{videos[n]},move_left\n" for n in ("index24", "garbage", "textured"))
+    )
+    cache = FeatureCache(
+        run_extract(
+            ExtractConfig(
+                model=str(stage1_run),
+                manifest=str(manifest),
+                cache_root=str(tmp_path),
+                frames=4,
+                num_workers=0,
+                progress=False,
+            )
+        ).cache_dir
+    )
     ds = CachedFeatureDataset(cache, 4, train=True)
     assert len(ds) == 2 and ds.skipped == 1
     assert all(torch.isfinite(ds[(0, i)][0]).all() for i in range(len(ds)))
@@ -129,7 +156,9 @@ def test_stage2_learns_and_assembles(caches: dict[str, Path], stage1_run: Path, 
     assert record.kind == "stage2" and record.fingerprint == FeatureCache(caches["train"]).fingerprint
     assert resolve_train_temporal_config(record.train) == _cfg(cached, stage1_run, tmp_path / "s2", num_workers=2)
     assert not any(k.startswith("spatial.") for k in load_file(str(tmp_path / "s2" / "model.safetensors")))
-    assert result["params_trained"] == sum(v.numel() for v in load_file(str(tmp_path / "s2" / "model.safetensors")).values())
+    assert result["params_trained"] == sum(
+        v.numel() for v in load_file(str(tmp_path / "s2" / "model.safetensors")).values()
+    )
     assembled = Path(result["assembled"])
     assert read_run_record(assembled).kind == "assembled"
     model = load_model(assembled)
@@ -148,8 +177,13 @@ def test_stage1_initialisation_and_scratch(caches: dict[str, Path], stage1_run: 
     scratch = load_file(str(tmp_path / "scratch" / "model.safetensors"))
     assert not torch.allclose(scratch["temporal.blocks.0.attn.qkv.weight"], stage1["temporal.blocks.0.attn.qkv.weight"])
     # Without any Stage-1 run: scratch with an explicit depth; the cache's source gives the spatial weights.
-    result = run_train_temporal(_cfg(caches, None, tmp_path / "bare", epochs=1, temporal_init="scratch", temporal_depth=3))
-    assert load_model(result["assembled"]).cfg.temporal.depth == 3 and len(load_model(result["assembled"]).temporal.blocks) == 3
+    result = run_train_temporal(
+        _cfg(caches, None, tmp_path / "bare", epochs=1, temporal_init="scratch", temporal_depth=3)
+    )
+    assert (
+        load_model(result["assembled"]).cfg.temporal.depth == 3
+        and len(load_model(result["assembled"]).temporal.blocks) == 3
+    )
 
 
 def test_fingerprint_mismatch_and_bad_settings_are_refused(caches: dict[str, Path], stage1_run: Path, synthetic: Path,
@@ -163,8 +197,11 @@ def test_fingerprint_mismatch_and_bad_settings_are_refused(caches: dict[str, Pat
     from safetensors.torch import save_file
 
     save_file(state, str(other / "model.safetensors"))  # no fingerprint metadata: it is recomputed
-    with pytest.raises(SfaError, match=r"the Stage-1 run .*other-stage1 \(spatial fingerprint sha256:\w+\) is not the model "
-                                       r"the cache .* was extracted with \(fingerprint sha256:\w+\)"):
+    with pytest.raises(
+        SfaError,
+        match=r"the Stage-1 run .*other-stage1 \(spatial fingerprint sha256:\w+\) is not the model "
+        r"the cache .* was extracted with \(fingerprint sha256:\w+\)",
+    ):
         run_train_temporal(_cfg(caches, other, tmp_path / "x"))
     with pytest.raises(SfaError, match="--frames 16 is more than the 8 frames per clip"):
         run_train_temporal(_cfg(caches, stage1_run, tmp_path / "y", frames=16))
@@ -180,7 +217,10 @@ def test_resume_matches_an_uninterrupted_run(caches: dict[str, Path], stage1_run
     run_train_temporal(_cfg(caches, stage1_run, tmp_path / "full", epochs=3, mixup=0.2, assemble=False))
     run_train_temporal(_cfg(caches, stage1_run, tmp_path / "split", epochs=3, mixup=0.2, assemble=False, stop_after=2))
     run_train_temporal(_cfg(caches, stage1_run, tmp_path / "split", epochs=3, mixup=0.2, assemble=False), resume=True)
-    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "split" / "model.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "full" / "model.safetensors")),
+        load_file(str(tmp_path / "split" / "model.safetensors")),
+    )
     for k in a:
         assert torch.equal(a[k], b[k]), k
     def results(run: Path) -> list[dict]:  # metrics without the wall-clock and memory figures
@@ -190,7 +230,9 @@ def test_resume_matches_an_uninterrupted_run(caches: dict[str, Path], stage1_run
     assert results(tmp_path / "full") == results(tmp_path / "split")
 
 
-def test_patience_stops_early_and_a_resume_stays_stopped(caches: dict[str, Path], stage1_run: Path, tmp_path: Path) -> None:
+def test_patience_stops_early_and_a_resume_stays_stopped(
+    caches: dict[str, Path], stage1_run: Path, tmp_path: Path
+) -> None:
     # At a negligible learning rate validation top-1 cannot improve: patience 2 ends the run after epoch 3 of 20.
     cfg = _cfg(caches, stage1_run, tmp_path / "s2", epochs=20, patience=2, lr=1e-12, warmup_epochs=0)
     last = run_train_temporal(cfg)
@@ -227,7 +269,9 @@ def test_evaluate_and_predict(caches: dict[str, Path], stage1_run: Path, two_cla
     manifest = tmp_path / "val-plus-broken.csv"
     move_left = [line for line in two_class["val"].read_text().splitlines() if line.endswith(",move_left")]
     manifest.write_text("path,label\n" + "\n".join(move_left) + f"\n{videos['garbage']},move_left\n")
-    metrics = run_evaluate(EvaluateConfig(run=result["assembled"], manifest=str(manifest), clips=2, crops=3, num_workers=0))
+    metrics = run_evaluate(
+        EvaluateConfig(run=result["assembled"], manifest=str(manifest), clips=2, crops=3, num_workers=0)
+    )
     assert metrics["videos"] == 2 and metrics["failed"] == 1 and metrics["clips"] == 2 and metrics["crops"] == 3
     out = Path(metrics["out"])
     saved = json.loads((out / "metrics.json").read_text())
@@ -239,13 +283,17 @@ def test_evaluate_and_predict(caches: dict[str, Path], stage1_run: Path, two_cla
     assert sum(int(c) for c in confusion[2][1:]) == 2 and int(confusion[2][2]) == round(metrics["top1"] / 50)
     assert len((out / "failures.jsonl").read_text().splitlines()) == 1
     # 1 clip x 1 crop at the cached frame count is the eval cache's view: the same per-video predictions.
-    run_evaluate(EvaluateConfig(run=result["assembled"], manifest=str(two_class["val"]), num_workers=2, out=str(tmp_path / "e1")))
+    run_evaluate(
+        EvaluateConfig(run=result["assembled"], manifest=str(two_class["val"]), num_workers=2, out=str(tmp_path / "e1"))
+    )
     rows = [line.split(",") for line in (tmp_path / "e1" / "predictions.csv").read_text().splitlines()[1:]]
     stage2 = load_model(tmp_path / "s2", with_spatial=False).eval()
     cache = FeatureCache(caches["val"])
     assert [int(r[0]) for r in rows] == cache.clip_index.tolist()
     with torch.no_grad():
-        probs = stage2(torch.from_numpy(np.stack([cache.features(i)[0] for i in range(len(cache))]).astype(np.float32))).softmax(-1)
+        probs = stage2(
+            torch.from_numpy(np.stack([cache.features(i)[0] for i in range(len(cache))]).astype(np.float32))
+        ).softmax(-1)
     assert [r[3] for r in rows] == [cache.classes[int(i)] for i in probs.argmax(-1)]
     np.testing.assert_allclose([float(r[4]) for r in rows], probs.max(-1).values.numpy(), atol=5e-3)
 
@@ -253,7 +301,9 @@ def test_evaluate_and_predict(caches: dict[str, Path], stage1_run: Path, two_cla
     preds = predict(result["assembled"], [first, videos["missing"]], top_k=5)
     assert len(preds[0]["top"]) == 2 and abs(sum(t["prob"] for t in preds[0]["top"]) - 1) < 1e-4  # k clipped to 2
     assert preds[0]["top"][0]["prob"] >= preds[0]["top"][1]["prob"] and preds[1]["error"] == "file not found"
-    r = CliRunner().invoke(cli, ["predict", "--run", result["assembled"], str(videos["index24"]), "--json", "--top-k", "1"])
+    r = CliRunner().invoke(
+        cli, ["predict", "--run", result["assembled"], str(videos["index24"]), "--json", "--top-k", "1"]
+    )
     assert r.exit_code == 0 and len(json.loads(r.output)["top"]) == 1
     r = CliRunner().invoke(cli, ["predict", "--run", str(tmp_path / "s2"), str(videos["index24"])])
     assert r.exit_code == 1 and "is a Stage-2 run" in r.output
@@ -271,12 +321,16 @@ def test_ablation_grid_runs_once_and_tabulates(caches: dict[str, Path], stage1_r
     assert rows[0]["params_trained"] < rows[1]["params_trained"]  # V trains the adapter too
     assert all(r["top1"] is not None and r["peak_mem_mb"] > 0 and r["train_seconds"] > 0 for r in rows)
     csv_lines = (tmp_path / "abl" / "results.csv").read_text().splitlines()
-    assert len(csv_lines) == 3 and csv_lines[0].startswith("name,status,top1,top5,train_seconds,peak_mem_mb,params_trained")
+    assert len(csv_lines) == 3 and csv_lines[0].startswith(
+        "name,status,top1,top5,train_seconds,peak_mem_mb,params_trained"
+    )
     assert (tmp_path / "abl" / "results.md").read_text().count("| done |") == 2
     stamps = {n: (tmp_path / "abl" / n / "result.json").stat().st_mtime_ns for n in ("I", "V")}
     assert run_ablation(grid, tmp_path / "abl") == rows  # the rerun skips both
     assert {n: (tmp_path / "abl" / n / "result.json").stat().st_mtime_ns for n in ("I", "V")} == stamps
-    grid.write_text(json.dumps({"base": {"train_cache": str(caches["train"]), "stage1": str(stage1_run), "adaptr": "mlp"}}))
+    grid.write_text(
+        json.dumps({"base": {"train_cache": str(caches["train"]), "stage1": str(stage1_run), "adaptr": "mlp"}})
+    )
     with pytest.raises(SfaError, match="unknown key"):
         run_ablation(grid, tmp_path / "abl2")
     grid.write_text(json.dumps({"base": {"train_cache": str(caches["train"]), "stage1": str(stage1_run)},
@@ -286,16 +340,26 @@ def test_ablation_grid_runs_once_and_tabulates(caches: dict[str, Path], stage1_r
     assert not (tmp_path / "abl3").exists()
 
 
-def test_assemble_command_and_the_assembled_model_as_an_extraction_source(caches: dict[str, Path], stage1_run: Path,
-                                                                        two_class: dict[str, Path], tmp_path: Path) -> None:
+def test_assemble_command_and_the_assembled_model_as_an_extraction_source(
+    caches: dict[str, Path], stage1_run: Path, two_class: dict[str, Path], tmp_path: Path
+) -> None:
     run_train_temporal(_cfg(caches, stage1_run, tmp_path / "s2", epochs=3, stop_after=1))  # unfinished: not assembled
     assert not (tmp_path / "s2" / "assembled").exists()
     r = CliRunner().invoke(cli, ["assemble", str(tmp_path / "s2"), "--out", str(tmp_path / "asm")])
     assert r.exit_code == 0 and r.output.strip() == str(tmp_path / "asm")
     assert read_run_record(tmp_path / "asm").kind == "assembled"
     # Same spatial weights, same settings, same videos: the eval cache is found, not recomputed.
-    again = run_extract(ExtractConfig(model=str(tmp_path / "asm"), manifest=str(two_class["val"]), mode="eval", frames=8,
-                                      cache_root=str(caches["val"].parent), num_workers=0, progress=False))
+    again = run_extract(
+        ExtractConfig(
+            model=str(tmp_path / "asm"),
+            manifest=str(two_class["val"]),
+            mode="eval",
+            frames=8,
+            cache_root=str(caches["val"].parent),
+            num_workers=0,
+            progress=False,
+        )
+    )
     assert again.reused and again.cache_dir == caches["val"]
     r = CliRunner().invoke(cli, ["assemble", str(stage1_run)])
     assert r.exit_code == 1 and "is not a Stage-2 run" in r.output
@@ -322,7 +386,9 @@ def test_ablation_survives_a_killed_entry_and_refuses_stale_results(caches: dict
     base = {"train_cache": str(caches["train"]), "stage1": str(stage1_run), "frames": 8, "batch_size": 4,
             "num_workers": 0, "optimizer": "adamw", "lr": "1e-3"}  # a number written as a string, as YAML gives it
     grid = tmp_path / "grid.json"
-    grid.write_text(json.dumps({"base": base, "runs": [{"name": "slow", "epochs": 500}, {"name": "quick", "epochs": 1}]}))
+    grid.write_text(
+        json.dumps({"base": base, "runs": [{"name": "slow", "epochs": 500}, {"name": "quick", "epochs": 1}]})
+    )
     rows: list = []
     worker = threading.Thread(target=lambda: rows.extend(run_ablation(grid, tmp_path / "abl")))
     worker.start()

@@ -36,7 +36,9 @@ def test_soft_targets_and_loss() -> None:
     assert soft_cross_entropy(torch.zeros(2, 4), t).item() == pytest.approx(math.log(4))
     logits = torch.randn(3, 5)
     labels = torch.tensor([1, 4, 0])
-    torch.testing.assert_close(soft_cross_entropy(logits, soft_targets(labels, 5)), torch.nn.functional.cross_entropy(logits, labels))
+    torch.testing.assert_close(
+        soft_cross_entropy(logits, soft_targets(labels, 5)), torch.nn.functional.cross_entropy(logits, labels)
+    )
 
 
 def test_mixup_is_a_convex_pair_mix() -> None:
@@ -58,6 +60,7 @@ def test_topk() -> None:
 
 def test_no_weight_decay_on_biases_norms_and_embeddings() -> None:
     from conftest import tiny_config
+
     from sfa_cache.models.vivit import ViViTFE
 
     model = ViViTFE(tiny_config()).freeze_spatial()
@@ -107,6 +110,7 @@ def test_image_pretraining_on_synthetic_frames_learns_and_loads(tmp_path) -> Non
 
 def test_spatial_lr_scale_gives_the_spatial_vit_its_own_learning_rate() -> None:
     from conftest import tiny_config
+
     from sfa_cache.models.vivit import ViViTFE
     from sfa_cache.train.optim import set_lr
 

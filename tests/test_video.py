@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import frame_ids
+
 from sfa_cache.errors import SfaError, VideoReadError
 from sfa_cache.video.reader import BACKENDS, open_video
 from sfa_cache.video.sampling import dense_indices, uniform_indices

@@ -28,8 +28,17 @@ from typing import Any, Optional
 
 from sfa_cache.atomic import atomic_write_text
 from sfa_cache.cache import layout
-from sfa_cache.cache.index import (CachedSpatial, CacheIndex, ExtractionSettings, ManifestInfo, ShardEntry, ViewSettings,
-                                   cache_index_from_json, cache_key, read_cache_index)
+from sfa_cache.cache.index import (
+    CachedSpatial,
+    CacheIndex,
+    ExtractionSettings,
+    ManifestInfo,
+    ShardEntry,
+    ViewSettings,
+    cache_index_from_json,
+    cache_key,
+    read_cache_index,
+)
 from sfa_cache.cache.writer import ShardData, write_shard
 from sfa_cache.distributed import DistInfo, barrier
 from sfa_cache.errors import SfaError
@@ -43,12 +52,12 @@ class CacheBuilder:
     """Builds the cache of `job` (an index without key and shard table) under `cache_root`."""
 
     def __init__(self, cache_root: str | os.PathLike, name: str, job: CacheIndex, *, num_clips: int,
-                 dist: DistInfo = DistInfo()) -> None:
+                 dist: Optional[DistInfo] = None) -> None:
         key = cache_key(job.fingerprint, job.extraction, job.manifest.digest)
         self.job = dataclasses.replace(job, key=key)
         self.dir = Path(cache_root) / f"{name}-{job.extraction.views.mode}-{job.extraction.frames}f-{key[:12]}"
         self.shards = layout.plan_shards(num_clips, job.extraction.clips_per_shard)
-        self.dist = dist
+        self.dist = dist or DistInfo()  # one process unless told otherwise
         self.reused = False  # a finished cache of the same job was found
         self.todo: list[layout.ShardPlan] = []  # this rank's shards to write
         self.index: Optional[CacheIndex] = None  # cache.json, once finished (rank 0)
@@ -72,7 +81,9 @@ class CacheBuilder:
             if not lost:
                 self.index = read_cache_index(self.dir)
                 if self.index.key != self.job.key:
-                    raise SfaError(f"{self.dir} holds another cache (key mismatch); remove it or choose another --cache-root")
+                    raise SfaError(
+                        f"{self.dir} holds another cache (key mismatch); remove it or choose another --cache-root"
+                    )
                 self.reused = True
                 log.info("reusing the finished cache %s (same fingerprint, settings and manifest)", self.dir)
                 return
@@ -112,7 +123,9 @@ class CacheBuilder:
         markers = [layout.read_marker(self.dir, s.index, self.job.key) for s in self.shards]
         missing = [s.index for s, m in zip(self.shards, markers) if m is None]
         if missing:
-            raise SfaError(f"{self.dir}: shards {missing[:8]} have no completion marker; rerun the same command to finish them")
+            raise SfaError(
+                f"{self.dir}: shards {missing[:8]} have no completion marker; rerun the same command to finish them"
+            )
         failures = [f for m in markers for f in m["failures"]]
         # The live log may hold duplicates from interrupted attempts; the markers are the truth.
         atomic_write_text(self.dir / layout.FAILURES_FILE, "".join(json.dumps(f) + "\n" for f in failures))
@@ -123,8 +136,13 @@ class CacheBuilder:
                            f"{first.get('path')}: {first.get('reason')}); see {self.dir / layout.FAILURES_FILE}")
         num_clips = self.shards[-1].stop if self.shards else 0
         self.index = dataclasses.replace(
-            self.job, num_clips=num_clips, valid_clips=valid, failed_clips=num_clips - valid,
-            shards=[ShardEntry(s.index, s.start, s.stop, m["checksum"], m["valid"]) for s, m in zip(self.shards, markers)],
+            self.job,
+            num_clips=num_clips,
+            valid_clips=valid,
+            failed_clips=num_clips - valid,
+            shards=[
+                ShardEntry(s.index, s.start, s.stop, m["checksum"], m["valid"]) for s, m in zip(self.shards, markers)
+            ],
             completed=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
         self.index.write(self.dir)

@@ -54,11 +54,19 @@ def export_h5(cache_dir: str | os.PathLike, out: str | os.PathLike, *, compressi
             h5["labels"] = cache.labels.astype(np.int64)
             h5["clip_index"] = cache.clip_index.astype(np.int64)
             h5["valid"] = cache.valid.astype(bool)
-            h5.attrs.update({"format": EXPORT_FORMAT, "classes": json.dumps(cache.classes), "fingerprint": cache.fingerprint,
-                             "views": v, "frames": f, "dim": d, "dtype": cache.index.dtype,
-                             # path, split and digest of the source manifest (its row list can be huge)
-                             "manifest": json.dumps({"path": manifest.path, "split": manifest.split,
-                                                     "digest": manifest.digest})})
+            h5.attrs.update(
+                {
+                    "format": EXPORT_FORMAT,
+                    "classes": json.dumps(cache.classes),
+                    "fingerprint": cache.fingerprint,
+                    "views": v,
+                    "frames": f,
+                    "dim": d,
+                    "dtype": cache.index.dtype,
+                    # path, split and digest of the source manifest (its row list can be huge)
+                    "manifest": json.dumps({"path": manifest.path, "split": manifest.split, "digest": manifest.digest}),
+                }
+            )
 
     atomic_write(out, write)
     return {"out": str(out), "clips": n, "views": v, "frames": f, "dim": d, "bytes": out.stat().st_size}

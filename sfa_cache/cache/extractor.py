@@ -112,7 +112,9 @@ class ShardExtractor:
         stats = ExtractStats()
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         pending: Optional[Future] = None
-        bar = tqdm(total=len(jobs), unit="clip", desc="extract", disable=not self.cfg.progress, mininterval=BAR_INTERVAL)
+        bar = tqdm(
+            total=len(jobs), unit="clip", desc="extract", disable=not self.cfg.progress, mininterval=BAR_INTERVAL
+        )
         t0 = time.perf_counter()
         try:
             for shard in shards:

@@ -166,7 +166,9 @@ def read_cache_index(cache_dir: str | os.PathLike) -> CacheIndex:
             raise SfaError(f"{cache_dir / CACHE_FILE} has no shard table")
         return index
     if (cache_dir / JOB_FILE).is_file():
-        raise SfaError(f"{cache_dir} is an unfinished cache (no {CACHE_FILE}); rerun the same extract command to finish it")
+        raise SfaError(
+            f"{cache_dir} is an unfinished cache (no {CACHE_FILE}); rerun the same extract command to finish it"
+        )
     raise SfaError(f"{cache_dir} is not a feature cache (no {CACHE_FILE})")
 
 

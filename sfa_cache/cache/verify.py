@@ -84,8 +84,15 @@ def verify_cache(cache_dir: str | os.PathLike, manifest: Optional[Manifest] = No
             continue
         n = s.stop - s.start
         if data.features.shape != (n, V, F, D) or data.features.dtype != dtype:
-            problems.append(f"{name}: features are {data.features.shape} {data.features.dtype}, expected {(n, V, F, D)} {dtype}")
-        if data.labels.shape != (n,) or data.valid.shape != (n,) or data.clip_index.shape != (n,) or data.frame_index.shape != (n, V, F):
+            problems.append(
+                f"{name}: features are {data.features.shape} {data.features.dtype}, expected {(n, V, F, D)} {dtype}"
+            )
+        if (
+            data.labels.shape != (n,)
+            or data.valid.shape != (n,)
+            or data.clip_index.shape != (n,)
+            or data.frame_index.shape != (n, V, F)
+        ):
             problems.append(f"{name}: labels / valid / clip_index / frame_index shapes disagree with {n} clips")
             continue
         checksum = data.checksum()
@@ -102,7 +109,10 @@ def verify_cache(cache_dir: str | os.PathLike, manifest: Optional[Manifest] = No
         rows.extend(data.clip_index.tolist())
     expected = index.manifest.rows
     if not problems and rows != expected:
-        problems.append(f"the shards hold {len(rows)} clips that do not match the {len(expected)} manifest rows recorded at extraction")
+        problems.append(
+            f"the shards hold {len(rows)} clips that do not match the {len(expected)} manifest rows "
+            "recorded at extraction"
+        )
     if manifest is not None:
         rows_given = [e.row for e in manifest.entries]
         missing = sorted(set(rows_given) - set(expected))

@@ -25,7 +25,6 @@ import numpy as np
 from sfa_cache.cache.layout import COMPRESSORS
 
 
-
 def compressor_codecs(name: str) -> list:
     """Zarr codecs for a compressor name (see docs/benchmarks.md for the measurements).
 
@@ -120,4 +119,6 @@ def read_shard(path: str | os.PathLike) -> ShardData:
     import zarr
 
     group = zarr.open_group(str(path), mode="r")
-    return ShardData(**{name: group[name][...] for name in ("features", "labels", "clip_index", "frame_index", "valid")})
+    return ShardData(
+        **{name: group[name][...] for name in ("features", "labels", "clip_index", "frame_index", "valid")}
+    )

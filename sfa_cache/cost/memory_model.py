@@ -69,7 +69,10 @@ def saved_activation_bytes(regime: str, cfg: ViViTConfig, batch: int, amp: str,
     frames = cfg.temporal.num_frames
     depth, width, heads, mlp = _temporal_sizes(cfg)
     low = _low(amp)
-    parts = {"temporal activations": batch * ((frames + 1) * (depth * block_saved_bytes(width, mlp, heads, amp) + width * FP32))}
+    parts = {
+        "temporal activations": batch
+        * ((frames + 1) * (depth * block_saved_bytes(width, mlp, heads, amp) + width * FP32))
+    }
     if cfg.adapter.kind != "none":
         hidden = cfg.adapter.hidden_dim or width
         parts["adapter activations"] = batch * frames * (width + 2 * hidden) * low
@@ -111,6 +114,8 @@ def estimate_step_memory(regime: str, cfg: ViViTConfig, *, batch: int = 1, amp: 
         transient = max(transient, 2 * batch * frames * shape.tokens * shape.mlp_dim * low)
     elif regime == "paper":
         chunk = min(batch * frames, cfg.spatial.frame_chunk)
-        transient = max(transient, chunk * shape.tokens * (2 * shape.width * FP32 + (3 * shape.width + 2 * shape.mlp_dim) * low))
+        transient = max(
+            transient, chunk * shape.tokens * (2 * shape.width * FP32 + (3 * shape.width + 2 * shape.mlp_dim) * low)
+        )
     est.parts["transient buffers"] = transient
     return est

@@ -16,7 +16,10 @@ from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.cost.regimes import REGIMES, TrainStep, regime_config
 from sfa_cache.errors import SfaError
 
-def largest_fitting(peak_bytes: Callable[[int], float], budget: int, *, step: int = 8, cap: int = 4096) -> tuple[int, float]:
+
+def largest_fitting(
+    peak_bytes: Callable[[int], float], budget: int, *, step: int = 8, cap: int = 4096
+) -> tuple[int, float]:
     """The largest multiple of `step` up to `cap` whose `peak_bytes` is within `budget`, and that peak.
 
     Peak memory grows with the frame count, so: double from `step` until over budget (or the cap),
@@ -48,8 +51,18 @@ def largest_fitting(peak_bytes: Callable[[int], float], budget: int, *, step: in
     return lo, lo_peak
 
 
-def measure_step_memory(regime: str, backbone: str, frames: int, device: torch.device, *, batch: int = 1,
-                        image_size: int = 224, temporal_depth: int = 4, amp: str = "bf16", optimizer: str = "sgd") -> float:
+def measure_step_memory(
+    regime: str,
+    backbone: str,
+    frames: int,
+    device: torch.device,
+    *,
+    batch: int = 1,
+    image_size: int = 224,
+    temporal_depth: int = 4,
+    amp: str = "bf16",
+    optimizer: str = "sgd",
+) -> float:
     """`torch.cuda.max_memory_allocated` over two training steps, from an empty allocator; inf on OOM."""
     if device.type != "cuda":
         raise SfaError("measuring step memory needs a CUDA device; use the estimate on this machine")

@@ -98,7 +98,9 @@ def ssv2(labels_json: str | os.PathLike, annotations_json: str | os.PathLike, vi
     out = Conversion()
     for e in entries:
         if not isinstance(e, dict) or "id" not in e or "template" not in e:
-            raise SfaError(f"{annotations_json}: entry without 'id' and 'template' (the test set has no labels): {e!r}"[:300])
+            raise SfaError(
+                f"{annotations_json}: entry without 'id' and 'template' (the test set has no labels): {e!r}"[:300]
+            )
         label = e["template"].replace("[", "").replace("]", "")
         if label not in labels:
             raise SfaError(f"{annotations_json}: template {label!r} of video {e['id']} is not in {labels_json}")
@@ -146,7 +148,11 @@ def write_manifest(conversion: Conversion, out: str | os.PathLike, *, strict: bo
         atomic_write_text(report, "\n".join(conversion.missing) + "\n")
     else:
         report.unlink(missing_ok=True)
-    return {"manifest": str(out), "rows": len(conversion.rows), "classes": len({label for _, label, _ in conversion.rows}),
-            "missing": len(conversion.missing),
-            "missing_report": str(report) if conversion.missing else None}
+    return {
+        "manifest": str(out),
+        "rows": len(conversion.rows),
+        "classes": len({label for _, label, _ in conversion.rows}),
+        "missing": len(conversion.missing),
+        "missing_report": str(report) if conversion.missing else None,
+    }
 

@@ -19,7 +19,13 @@ from typing import Optional, Sequence
 
 from sfa_cache.data.h5_input import index_h5
 from sfa_cache.data.manifest import (
-    Manifest, ManifestEntry, Sample, classes_from_labels, infer_classes, label_index, read_manifest,
+    Manifest,
+    ManifestEntry,
+    Sample,
+    classes_from_labels,
+    infer_classes,
+    label_index,
+    read_manifest,
 )
 from sfa_cache.data.wds_input import index_shards
 from sfa_cache.errors import SfaError
@@ -78,7 +84,9 @@ def manifest_from_samples(source: str, samples: Sequence[Sample], classes: list[
     ordered = sorted(samples, key=lambda s: s.key)
     for a, b in zip(ordered, ordered[1:]):
         if a.key == b.key:
-            raise SfaError(f"{source}: sample key {a.key!r} appears twice ({a.location} and {b.location}); keys must be unique")
+            raise SfaError(
+                f"{source}: sample key {a.key!r} appears twice ({a.location} and {b.location}); keys must be unique"
+            )
     index = {name: i for i, name in enumerate(classes)}
     entries = []
     for row, s in enumerate(ordered):

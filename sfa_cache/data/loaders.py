@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.data.batches import collate_skip_failed
+from sfa_cache.data.decode_pool import DecodePool, JobFailure
 
 
 def make_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_workers: int, device: torch.device,
@@ -43,7 +43,9 @@ def video_loader(dataset: Dataset, sampler: Sampler, *, batch_size: int, num_wor
     if decode_timeout > 0 and num_workers > 0:
         return TimedLoader(dataset, sampler, batch_size=batch_size, workers=num_workers, timeout=decode_timeout,
                            collate_fn=collate_fn)
-    return make_loader(dataset, sampler, batch_size=batch_size, num_workers=num_workers, device=device, collate_fn=collate_fn)
+    return make_loader(
+        dataset, sampler, batch_size=batch_size, num_workers=num_workers, device=device, collate_fn=collate_fn
+    )
 
 
 class TimedLoader:

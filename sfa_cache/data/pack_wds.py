@@ -13,7 +13,6 @@ the rest; a shard name never holds a partial tar. `OUT/classes.json` is written 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -27,6 +26,7 @@ from sfa_cache.atomic import atomic_path, atomic_write_json
 from sfa_cache.data.converters import VIDEO_EXTENSIONS
 from sfa_cache.data.manifest import CLASSES_FILE, Manifest, ManifestEntry, manifest_digest
 from sfa_cache.errors import SfaError
+from sfa_cache.folders import folder_marker
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,9 @@ def _extension(entry: ManifestEntry) -> str:
     return ext.lstrip(".")
 
 
-def pack_wds(manifest: Manifest, out: str | os.PathLike, shard_size: int, *, prefix: str, progress: bool = True) -> PackResult:
+def pack_wds(
+    manifest: Manifest, out: str | os.PathLike, shard_size: int, *, prefix: str, progress: bool = True
+) -> PackResult:
     """Write (or finish writing) the shards of `manifest` into `out`. Videos that are missing are
     left out and listed in `out/missing.txt`."""
     out = Path(out)
@@ -119,7 +121,9 @@ def pack_wds(manifest: Manifest, out: str | os.PathLike, shard_size: int, *, pre
     for e in present:
         _extension(e)  # refuse before anything is written
     if not present:
-        raise SfaError(f"none of the {len(manifest)} videos of {manifest.source} exist (first: {missing[0]}); check --root")
+        raise SfaError(
+            f"none of the {len(manifest)} videos of {manifest.source} exist (first: {missing[0]}); check --root"
+        )
     groups = plan_shards([os.path.getsize(e.path) for e in present], shard_size)
     names = [f"{prefix}-{i:06d}.tar" for i in range(len(groups))]
     plan = {"format": 1, "kind": "wds-pack", "manifest": str(Path(manifest.source).resolve()),
@@ -142,13 +146,10 @@ def pack_wds(manifest: Manifest, out: str | os.PathLike, shard_size: int, *, pre
 
 def _prepare(out: Path, plan: dict[str, Any]) -> None:
     """Record the plan, or check that the shards already in `out` were planned the same way."""
-    path = out / PLAN_FILE
-    if path.is_file():
-        if json.loads(path.read_text()) != plan:
-            raise SfaError(f"{out} holds shards of another pack (another manifest, content or --shard-size); "
-                           f"remove it or choose another --out")
-        return
-    if out.exists() and any(out.iterdir()):
-        raise SfaError(f"{out} exists and is not empty; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, plan)
+    found = folder_marker(out, PLAN_FILE, what="a pack of WebDataset shards", advice="choose another --out")
+    if found is None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / PLAN_FILE, plan)
+    elif found != plan:
+        raise SfaError(f"{out} holds shards of another pack (another manifest, content or --shard-size); "
+                       f"remove it or choose another --out")

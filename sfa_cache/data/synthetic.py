@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -31,6 +30,7 @@ import numpy as np
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.configs import config_to_dict
 from sfa_cache.errors import SfaError
+from sfa_cache.folders import folder_marker
 from sfa_cache.video.writer import write_video
 
 MOTION_CLASSES = ("move_left", "move_right", "move_up", "move_down")
@@ -143,7 +143,9 @@ def render_frames(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarr
     for i in range(n):
         img = np.broadcast_to(rng.uniform(10, 70, size=3).astype(np.float32), (size, size, 3)).copy()
         d_r = rng.uniform(0.05, 0.08) * size
-        img[_shape_mask(rng.choice(["square", "disk"]), *rng.uniform(0.2 * size, 0.8 * size, 2), d_r, yy, xx)] = _random_colour(rng)
+        img[_shape_mask(rng.choice(["square", "disk"]), *rng.uniform(0.2 * size, 0.8 * size, 2), d_r, yy, xx)] = (
+            _random_colour(rng)
+        )
         r = rng.uniform(0.09, 0.14) * size
         cy, cx = rng.uniform(r + 1, size - r - 1, size=2)
         lit = bool(rng.random() < 0.5)
@@ -155,7 +157,9 @@ def render_frames(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarr
     return frames, targets
 
 
-def make_synthetic(out: str | Path, cfg: SyntheticConfig, progress: Optional[Callable[[int], None]] = None) -> dict[str, Path]:
+def make_synthetic(
+    out: str | Path, cfg: SyntheticConfig, progress: Optional[Callable[[int], None]] = None
+) -> dict[str, Path]:
     """Write videos, `train.csv`, `val.csv`, `classes.txt` and `synthetic.json` under `out`.
 
     Rerunning with the same config finishes an interrupted dataset (existing videos are kept);
@@ -165,11 +169,9 @@ def make_synthetic(out: str | Path, cfg: SyntheticConfig, progress: Optional[Cal
     out = Path(out)
     meta_path = out / "synthetic.json"
     meta = {"format": 1, "classes": list(CLASSES), "config": config_to_dict(cfg)}
-    if meta_path.is_file():
-        if json.loads(meta_path.read_text()) != meta:
-            raise SfaError(f"{out} holds a synthetic dataset with other settings; choose another OUT")
-    elif out.exists() and any(out.iterdir()):
-        raise SfaError(f"{out} is not empty and is not a synthetic dataset; choose another OUT")
+    found = folder_marker(out, meta_path.name, what="a synthetic dataset", advice="choose another OUT")
+    if found is not None and found != meta:
+        raise SfaError(f"{out} holds a synthetic dataset with other settings; choose another OUT")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(meta_path, meta)  # first: claims the folder for this config
 

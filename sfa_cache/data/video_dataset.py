@@ -28,7 +28,9 @@ class VideoClipDataset(torch.utils.data.Dataset):
     makes one view: a training view, or the evaluation centre view.
     """
 
-    def __init__(self, manifest: Manifest, spec: ClipSpec, seed: int = 0, failure_log: Optional[str | os.PathLike] = None) -> None:
+    def __init__(
+        self, manifest: Manifest, spec: ClipSpec, seed: int = 0, failure_log: Optional[str | os.PathLike] = None
+    ) -> None:
         if spec.num_views != 1:
             raise ValueError(f"a training / validation clip has one view, the spec makes {spec.num_views}")
         self.manifest = manifest
@@ -55,7 +57,9 @@ class VideoClipDataset(torch.utils.data.Dataset):
         _skip(self.manifest, key, reason, self.failure_log)
 
 
-def _skip(manifest: Manifest, key: tuple[int, int] | int, reason: str, failure_log: Optional[str | os.PathLike]) -> None:
+def _skip(
+    manifest: Manifest, key: tuple[int, int] | int, reason: str, failure_log: Optional[str | os.PathLike]
+) -> None:
     entry = manifest.entries[key[1] if isinstance(key, tuple) else key]
     log.warning("skipping %s: %s", entry.path, reason)
     record_failure(failure_log, path=str(entry.path), reason=reason, row=entry.row)

@@ -114,7 +114,11 @@ def scan_shard(path: str) -> tuple[list[Sample], list[dict[str, Any]]]:
                 problems.append({"path": path, "reason": f"corrupt tar header at byte {tar.offset}: the rest of "
                                                          f"the shard (after {len(members)} samples) is unreadable"})
     except (tarfile.TarError, EOFError) as e:
-        reason = "not an uncompressed tar file" if not members else f"shard truncated or corrupt after {len(members)} samples"
+        reason = (
+            "not an uncompressed tar file"
+            if not members
+            else f"shard truncated or corrupt after {len(members)} samples"
+        )
         problems.append({"path": path, "reason": f"{reason} ({first_line(e, 120)})"})
     samples = []
     for key, parts in members.items():
@@ -190,7 +194,9 @@ def cached_scan(shard: str) -> tuple[list[Sample], list[dict[str, Any]]]:
     rows = [[s.key, s.location.name, s.location.offset, s.location.size, s.label] for s in samples]
     where = [{"where": p["path"][len(shard):], "reason": p["reason"]} for p in problems]  # paths start with the shard's
     try:
-        atomic_write_text(path, json.dumps({"format": INDEX_FORMAT, "stamp": stamp, "samples": rows, "problems": where}))
+        atomic_write_text(
+            path, json.dumps({"format": INDEX_FORMAT, "stamp": stamp, "samples": rows, "problems": where})
+        )
     except OSError:
         log.debug("cannot write the shard index %s", path)
     return samples, problems

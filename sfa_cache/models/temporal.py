@@ -114,7 +114,9 @@ def resize_temporal_pos_embed(pos_embed: torch.Tensor, num_frames: int) -> torch
     return torch.cat([cls_slot, resized.to(pos_embed.dtype)], dim=1)
 
 
-def temporal_checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: TemporalTransformer) -> dict[str, torch.Tensor]:
+def temporal_checkpoint_filter_fn(
+    state_dict: dict[str, torch.Tensor], model: TemporalTransformer
+) -> dict[str, torch.Tensor]:
     """Adapt a temporal state dict trained at F1 frames to `model` (F2 frames)."""
     out = dict(state_dict)
     if "pos_embed" in out:

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from sfa_cache.checkpoint import RunRecord, save_model_weights
+from sfa_cache.data.batches import EpochSampler
 from sfa_cache.data.manifest import save_classes
 from sfa_cache.distributed import barrier, dist_info
 from sfa_cache.errors import SfaError
-from sfa_cache.data.batches import EpochSampler
 from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.runtime import library_versions, peak_memory_mb
 from sfa_cache.train import run_dir as rd
@@ -88,7 +88,11 @@ def fit(
     val_top1 = [r["val_top1"] for r in rd.read_metrics(out) if r.get("kind") == "epoch" and "val_top1" in r]
     last: dict[str, Any] = {}
     ran = 0
-    while trainer.epoch < epochs and not patience_exhausted(val_top1, patience) and (stop_after is None or ran < stop_after):
+    while (
+        trainer.epoch < epochs
+        and not patience_exhausted(val_top1, patience)
+        and (stop_after is None or ran < stop_after)
+    ):
         epoch = trainer.epoch
         train_sampler.set_epoch(epoch)
         t0 = time.perf_counter()

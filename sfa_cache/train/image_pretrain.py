@@ -44,7 +44,9 @@ class ImagePretrainConfig:
     seed: int = 0
 
 
-def pretrain_on_synthetic_frames(cfg: ImagePretrainConfig, out: str | os.PathLike, device: torch.device) -> dict[str, Any]:
+def pretrain_on_synthetic_frames(
+    cfg: ImagePretrainConfig, out: str | os.PathLike, device: torch.device
+) -> dict[str, Any]:
     """Train, write the backbone weights (no head) to `out` (.safetensors); returns held-out accuracy."""
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -55,7 +57,12 @@ def pretrain_on_synthetic_frames(cfg: ImagePretrainConfig, out: str | os.PathLik
     held_out = 1000
     frames, targets = render_frames(cfg.frames + held_out, cfg.frame_size, rng)
     # The eval view of a clip, frame by frame, in chunks to bound the float copy's memory.
-    x = torch.cat([eval_transform(chunk, cfg.image_size, mean, std) for chunk in np.array_split(frames, max(1, len(frames) // 2000))])
+    x = torch.cat(
+        [
+            eval_transform(chunk, cfg.image_size, mean, std)
+            for chunk in np.array_split(frames, max(1, len(frames) // 2000))
+        ]
+    )
     y = torch.from_numpy(targets)
     params = list(backbone.parameters()) + list(head.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -74,8 +81,12 @@ def pretrain_on_synthetic_frames(cfg: ImagePretrainConfig, out: str | os.PathLik
     with torch.no_grad():
         pred = torch.cat([head(backbone(chunk.to(device))).argmax(-1).cpu() for chunk in x[cfg.frames:].split(256)])
     truth = y[cfg.frames:]
-    result = {"accuracy": float((pred == truth).float().mean()), "lit_accuracy": float((pred % 2 == truth % 2).float().mean()),
-              "chance": 1 / FRAME_CLASSES, "steps": cfg.steps}
+    result = {
+        "accuracy": float((pred == truth).float().mean()),
+        "lit_accuracy": float((pred % 2 == truth % 2).float().mean()),
+        "chance": 1 / FRAME_CLASSES,
+        "steps": cfg.steps,
+    }
     state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
     atomic_write(out, lambda tmp: save_file(state, str(tmp)))
     log.info("image pre-training: %.1f%% on held-out frames (cell x lit, chance %.1f%%), lit %.1f%% -> %s",

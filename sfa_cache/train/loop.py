@@ -29,12 +29,23 @@ class Trainer:
     start of every epoch, so a run resumed at an epoch boundary replays exactly.
     """
 
-    def __init__(self, model: nn.Module, cfg: OptimConfig, *, steps_per_epoch: int, num_classes: int, device: torch.device, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: OptimConfig,
+        *,
+        steps_per_epoch: int,
+        num_classes: int,
+        device: torch.device,
+        seed: int = 0,
+    ) -> None:
         cfg.validate()
         self.module = model  # what is saved and evaluated
         self.model = model  # what trains: under torchrun, wrapped in DistributedDataParallel
         if is_distributed():
-            self.model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.cfg = cfg
         self.device = device
         self.seed = seed
@@ -43,14 +54,18 @@ class Trainer:
         self.steps_per_epoch = math.ceil(steps_per_epoch / cfg.accum_steps)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = round(cfg.warmup_epochs * self.steps_per_epoch)
-        self.optimizer = build_optimizer(model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.spatial_lr_scale)
+        self.optimizer = build_optimizer(
+            model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.spatial_lr_scale
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
         self.step = 0
         self.epoch = 0  # epochs completed
 
     def lr(self) -> float:
         c = self.cfg
-        return lr_at(self.step, base_lr=c.lr, total_steps=self.total_steps, warmup_steps=self.warmup_steps, min_lr=c.min_lr)
+        return lr_at(
+            self.step, base_lr=c.lr, total_steps=self.total_steps, warmup_steps=self.warmup_steps, min_lr=c.min_lr
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -71,7 +86,9 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
 
-    def train_epoch(self, loader: Iterable, *, log_every: int = 0, log: Any = None, desc: str = "train") -> dict[str, float]:
+    def train_epoch(
+        self, loader: Iterable, *, log_every: int = 0, log: Any = None, desc: str = "train"
+    ) -> dict[str, float]:
         """One pass over `loader`; returns mean loss, clips seen, clips dropped, seconds."""
         cfg, model, opt = self.cfg, self.model, self.optimizer
         torch.manual_seed(self.seed * 100_003 + self.epoch)
@@ -79,8 +96,16 @@ class Trainer:
         model.train()
         opt.zero_grad(set_to_none=True)
         total_loss, seen, dropped, t0 = 0.0, 0, 0, time.perf_counter()
-        bar = tqdm(loader, total=self.micro_per_epoch, desc=desc, unit="batch", dynamic_ncols=True, mininterval=BAR_INTERVAL,
-                   leave=False, disable=not dist_info().is_main)
+        bar = tqdm(
+            loader,
+            total=self.micro_per_epoch,
+            desc=desc,
+            unit="batch",
+            dynamic_ncols=True,
+            mininterval=BAR_INTERVAL,
+            leave=False,
+            disable=not dist_info().is_main,
+        )
         for i, batch in enumerate(bar):
             last = i + 1 == self.micro_per_epoch
             x, y, n_dropped = batch
@@ -109,7 +134,16 @@ class Trainer:
                 rate = seen / max(1e-9, time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{total_loss / max(1, seen):.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
                 if log is not None and log_every and self.step % log_every == 0:
-                    log({"kind": "train", "epoch": self.epoch + 1, "step": self.step, "loss": total_loss / max(1, seen), "lr": lr, "clips_per_s": rate})
+                    log(
+                        {
+                            "kind": "train",
+                            "epoch": self.epoch + 1,
+                            "step": self.step,
+                            "loss": total_loss / max(1, seen),
+                            "lr": lr,
+                            "clips_per_s": rate,
+                        }
+                    )
         bar.close()
         self.epoch += 1
         total_loss, seen, dropped = all_reduce_sum([total_loss, seen, dropped], self.device)  # every rank's clips
@@ -118,7 +152,9 @@ class Trainer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, num_classes: int, amp: str = "none", desc: str = "eval") -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loader: Iterable, *, device: torch.device, num_classes: int, amp: str = "none", desc: str = "eval"
+) -> dict[str, float]:
     """Mean cross-entropy, top-1 and top-5 (in %) over `loader`; failed clips are counted apart."""
     model.eval()
     loss_sum, n, dropped = 0.0, 0, 0
@@ -139,5 +175,17 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device, num_cl
     loss_sum, n, hits[1], hits[5], dropped = all_reduce_sum([loss_sum, n, hits[1], hits[5], dropped], device)
     n, dropped = int(n), int(dropped)
     if n == 0:
-        return {"val_loss": float("nan"), "val_top1": float("nan"), "val_top5": float("nan"), "val_clips": 0, "val_dropped": dropped}
-    return {"val_loss": loss_sum / n, "val_top1": 100.0 * hits[1] / n, "val_top5": 100.0 * hits[5] / n, "val_clips": n, "val_dropped": dropped}
+        return {
+            "val_loss": float("nan"),
+            "val_top1": float("nan"),
+            "val_top5": float("nan"),
+            "val_clips": 0,
+            "val_dropped": dropped,
+        }
+    return {
+        "val_loss": loss_sum / n,
+        "val_top1": 100.0 * hits[1] / n,
+        "val_top5": 100.0 * hits[5] / n,
+        "val_clips": n,
+        "val_dropped": dropped,
+    }

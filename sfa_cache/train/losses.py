@@ -14,7 +14,9 @@ def soft_targets(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0)
     return t.scatter_(1, labels[:, None], 1.0 - smoothing + off)
 
 
-def mixup(x: torch.Tensor, targets: torch.Tensor, alpha: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(
+    x: torch.Tensor, targets: torch.Tensor, alpha: float, rng: np.random.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch mixup (Zhang et al.): x' = lam x + (1-lam) x[reversed], the same for targets.
 
     x: [B, ...] inputs (frames or cached tokens), targets: [B, C] soft targets; the partner of

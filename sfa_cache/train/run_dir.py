@@ -52,7 +52,9 @@ def prepare_run_dir(out: str | os.PathLike, *, kind: str, train_config: dict[str
     old, new = _identity(stored.train or {}, runtime_keys), _identity(train_config, runtime_keys)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if stored.kind != kind or changed:
-        raise SfaError(f"{out} holds a different run (differs in: {', '.join(changed) or 'kind'}); choose another --out")
+        raise SfaError(
+            f"{out} holds a different run (differs in: {', '.join(changed) or 'kind'}); choose another --out"
+        )
     return True
 
 

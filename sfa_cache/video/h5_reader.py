@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from sfa_cache.errors import VideoReadError, first_line
-from sfa_cache.video.locations import H5Video
 from sfa_cache.video.base import clamp_indices
+from sfa_cache.video.locations import H5Video
 
 _OPEN: dict[str, tuple[int, int, Any]] = {}  # path -> (pid, mtime_ns, h5py.File)
 

@@ -9,6 +9,7 @@ short side and takes the centre crop (or three crops along the long side).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 import torch
@@ -74,9 +75,10 @@ def train_transform(
     mean: tuple[float, ...],
     std: tuple[float, ...],
     rng: np.random.Generator,
-    aug: AugmentConfig = AugmentConfig(),
+    aug: Optional[AugmentConfig] = None,
 ) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> float [T, 3, size, size], one random draw per clip."""
+    """uint8 [T, H, W, 3] -> float [T, 3, size, size], one random draw per clip (`aug`: the defaults)."""
+    aug = aug or AugmentConfig()
     x = _to_float(clip)
     scale = rng.uniform(aug.min_scale, aug.max_scale)
     x = _resize_short(x, max(size, round(size * RESIZE_RATIO * scale)))
@@ -117,4 +119,4 @@ def eval_crops(
         corners = [(0, left), (top, left), (H - size, left)]
     else:
         corners = [(top, 0), (top, left), (top, W - size)]
-    return torch.stack([_normalise(_crop(x, t, l, size).contiguous(), mean, std) for t, l in corners])
+    return torch.stack([_normalise(_crop(x, top, left, size).contiguous(), mean, std) for top, left in corners])
