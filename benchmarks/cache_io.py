@@ -72,14 +72,8 @@ def main() -> None:
             clips_s, median_ms = random_reads(cache_dir, args.reads)
             rows.append(
                 [
-                    views,
-                    compressor,
-                    f"{size / 1024:.1f}",
-                    f"{size / raw:.3f}",
-                    f"{n * raw / seconds / 2**20:.0f}",
-                    f"{clips_s:.0f}",
-                    f"{median_ms:.2f}",
-                    f"{clips_s * raw / 2**20:.0f}",
+                    views, compressor, f"{size / 1024:.1f}", f"{size / raw:.3f}", f"{n * raw / seconds / 2**20:.0f}",
+                    f"{clips_s:.0f}", f"{median_ms:.2f}", f"{clips_s * raw / 2**20:.0f}",
                 ]
             )
     print(f"\n{machine()}")

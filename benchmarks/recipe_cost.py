@@ -66,12 +66,9 @@ def main() -> None:
         sfa_cache = e1 * stage1 + args.views * extract + e2 * cached
         rows.append(
             [
-                frames,
-                f"{base:.3g}",
-                f"{sfa_paper:.3g} ({sfa_paper / base:.2f}x)",
+                frames, f"{base:.3g}", f"{sfa_paper:.3g} ({sfa_paper / base:.2f}x)",
                 f"{sfa_cache:.3g} ({sfa_cache / base:.2f}x)",
-                f"{e1 * stage1:.3g} + {args.views * extract:.3g} + {e2 * cached:.3g}",
-                f"{base / (e2 * cached):.0f}",
+                f"{e1 * stage1:.3g} + {args.views * extract:.3g} + {e2 * cached:.3g}", f"{base / (e2 * cached):.0f}",
             ]
         )
         print(rows[-1], flush=True)

@@ -56,18 +56,7 @@ def cli(verbose: bool) -> None:
 
 # In the order of the recipe, which `sfa-cache --help` keeps.
 for command in (
-    make_synthetic_cmd,
-    convert_group,
-    pack_wds_cmd,
-    stage1_cmd,
-    extract_cmd,
-    cache_group,
-    train_temporal_cmd,
-    assemble_cmd,
-    evaluate_cmd,
-    predict_cmd,
-    ablate_cmd,
-    demo_cmd,
-    plan_cmd,
+    make_synthetic_cmd, convert_group, pack_wds_cmd, stage1_cmd, extract_cmd, cache_group, train_temporal_cmd,
+    assemble_cmd, evaluate_cmd, predict_cmd, ablate_cmd, demo_cmd, plan_cmd,
 ):
     cli.add_command(command)

@@ -163,17 +163,8 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
         stats = engine.run(builder.todo, manifest.entries)
     if builder.index is None:  # another rank than 0: its own part
         return ExtractResult(
-            builder.dir,
-            False,
-            stats.clips,
-            stats.valid,
-            len(stats.failures),
-            len(builder.todo),
-            len(builder.todo),
-            stats.seconds,
-            stats.frames_per_second,
-            stats.model_busy,
-            stats.failures,
+            builder.dir, False, stats.clips, stats.valid, len(stats.failures), len(builder.todo), len(builder.todo),
+            stats.seconds, stats.frames_per_second, stats.model_busy, stats.failures,
         )
     result = ExtractResult.of_cache(builder.dir, builder.index, reused=False)
     result.shards_extracted = len(builder.todo)

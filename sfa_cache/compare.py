@@ -43,6 +43,13 @@ def time_to_target(curve: Curve, target: float) -> Optional[float]:
     return next((s for s, t in zip(curve.seconds, curve.top1) if t >= target), None)
 
 
+def top1_at(curve: Curve, seconds: float) -> Optional[float]:
+    """Validation top-1 of the last epoch that ended within `seconds` of paid training (what a run
+    stopped at that budget would have), or None when no epoch ended by then."""
+    done = [t for s, t in zip(curve.seconds, curve.top1) if s <= seconds]
+    return done[-1] if done else None
+
+
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     if not values:

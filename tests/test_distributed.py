@@ -53,33 +53,9 @@ def test_stage1_ddp_equals_one_process_with_the_same_global_batch(
     synthetic: Path, odd_val: Path, tmp_path: Path
 ) -> None:
     common = [
-        "stage1",
-        "--train-manifest",
-        str(synthetic / "train.csv"),
-        "--val-manifest",
-        str(odd_val),
-        "--backbone",
-        TINY_BACKBONE,
-        "--image-size",
-        "32",
-        "--frames",
-        "4",
-        "--temporal-depth",
-        "1",
-        "--epochs",
-        "2",
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.05",
-        "--warmup-epochs",
-        "1",
-        "--color-jitter-prob",
-        "0",
-        "--num-workers",
-        "0",
-        "--seed",
-        "3",
+        "stage1", "--train-manifest", str(synthetic / "train.csv"), "--val-manifest", str(odd_val), "--backbone",
+        TINY_BACKBONE, "--image-size", "32", "--frames", "4", "--temporal-depth", "1", "--epochs", "2", "--optimizer",
+        "sgd", "--lr", "0.05", "--warmup-epochs", "1", "--color-jitter-prob", "0", "--num-workers", "0", "--seed", "3",
     ]
     one = _cli(*common, "--batch-size", "4", "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-3000:]
