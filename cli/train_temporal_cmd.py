@@ -6,6 +6,7 @@ import json
 
 import click
 
+from sfa_cache.cache.layout import PLACEMENTS
 from sfa_cache.cli.options import allow_world_size_change_option, explicit_params, optim_options
 from sfa_cache.models.config import ADAPTER_KINDS, TEMPORAL_PRESETS
 from sfa_cache.pipelines.job_configs import TEMPORAL_INITS, TrainTemporalConfig, resolve_train_temporal_config
@@ -50,7 +51,14 @@ _DIR = click.Path(exists=True, file_okay=False)
 @click.option("--drop-path", default=T.drop_path, show_default=True)
 @optim_options(mixup_help="Feature-level mixup alpha (0 disables).", spatial_lr_scale=False)
 @click.option("--device", default=T.device, show_default=True, help="auto | cpu | cuda | cuda:N")
-@click.option("--num-workers", default=T.num_workers, show_default=True, help="Cache-reading worker processes.")
+@click.option("--num-workers", default=T.num_workers, show_default=True,
+              help="Shard-reading worker processes when the features are streamed.")
+@click.option("--cache-in-memory", type=click.Choice(PLACEMENTS), default=T.cache_in_memory, show_default=True,
+              help="Where the features live while training: gpu (when they fit beside the step), ram, or off "
+              "(stream the shards); auto picks the first that fits and logs why. Same batches in every case.")
+@click.option("--shuffle-window", default=T.shuffle_window, show_default=True,
+              help="Shards shuffled together each epoch (0: all shards, a full shuffle); streaming holds one "
+              "window's clips per worker.")
 @click.option("--seed", default=T.seed, show_default=True)
 @click.option(
     "--log-every", default=T.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records."

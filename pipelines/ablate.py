@@ -11,6 +11,10 @@ base + run + one combination of the product:
 Each entry trains in a fresh process (so its peak memory is its own), one at a time, or one per
 device when several GPUs are given; an entry whose run directory holds `result.json` is done and
 is skipped on a rerun. results.csv and results.md are rewritten after every entry.
+
+The caches are read once for the whole grid: unless every entry streams (`cache_in_memory: off`),
+the parent loads each cache the entries use into shared host memory and every entry maps that
+copy (and moves it to its GPU when it fits there) instead of reading the files again.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from typing import Any, Optional, Sequence
 import torch
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
+from sfa_cache.cache.dataset import frame_selection
+from sfa_cache.cache.feeds import Preloaded
+from sfa_cache.cache.resident import HOST_FRACTION, host_available_bytes, load_resident, resident_bytes
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.job_configs import resolve_train_temporal_config
 from sfa_cache.pipelines.train_temporal import check_inputs, run_train_temporal
@@ -39,7 +46,7 @@ log = logging.getLogger("sfa_cache")
 RESULT_FILE = "result.json"
 FAILURE_FILE = "failure.json"
 COLUMNS = ["name", "status", "top1", "top5", "train_seconds", "peak_mem_mb", "params_trained",
-           "frames", "adapter", "temporal_init", "lr", "epochs"]
+           "frames", "adapter", "temporal_init", "lr", "epochs", "features"]
 
 
 def _read_grid(path: Path) -> dict[str, Any]:
@@ -105,14 +112,38 @@ def expand_grid(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
     return entries
 
 
-def _train_entry(name: str, settings: dict[str, Any], out: str, device: str) -> None:
+def preload_caches(entries: list[tuple[str, dict[str, Any]]]) -> Preloaded:
+    """One shared host copy of every cache (and the views) the entries read, when they all fit
+    in host memory; {} when every entry streams or they do not fit."""
+    wanted: dict[tuple[str, tuple[int, ...]], Any] = {}
+    for _, settings in entries:
+        cfg = resolve_train_temporal_config({**settings, "out": "unused"})
+        if cfg.cache_in_memory == "off":
+            continue
+        train, val = check_inputs(cfg)
+        for cache, training in ((train, True), (val, False)):
+            if cache is not None:
+                views = frame_selection(cache, cfg.frames, train=training).views_needed()
+                wanted.setdefault((str(cache.dir.resolve()), views), cache)
+    nbytes = sum(resident_bytes(cache, views) for (_, views), cache in wanted.items())
+    if not wanted or nbytes > HOST_FRACTION * host_available_bytes():
+        if wanted:
+            log.info("the grid's caches (%.2f GiB) do not fit in host memory: each entry reads its own", nbytes / 2**30)
+        return {}
+    log.info("loading %d cache cop%s (%.2f GiB) into shared memory for every entry", len(wanted),
+             "y" if len(wanted) == 1 else "ies", nbytes / 2**30)
+    return {key: load_resident(cache, key[1], device=torch.device("cpu"), shared=True)
+            for key, cache in wanted.items()}
+
+
+def _train_entry(name: str, settings: dict[str, Any], out: str, device: str, preloaded: Preloaded) -> None:
     """Child process: train one entry, then write OUT/result.json (done) or OUT/failure.json."""
     logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
     try:
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
         cfg = resolve_train_temporal_config({**settings, "out": out, "device": device})
-        last = run_train_temporal(cfg, resume=(Path(out) / "config.json").is_file())
+        last = run_train_temporal(cfg, resume=(Path(out) / "config.json").is_file(), preloaded=preloaded)
         epochs = [r for r in read_metrics(out) if r.get("kind") == "epoch"]
         if not epochs or not last["complete"]:
             raise SfaError(f"training stopped at epoch {epochs[-1]['epoch'] if epochs else 0} of {cfg.optim.epochs}")
@@ -130,6 +161,7 @@ def _train_entry(name: str, settings: dict[str, Any], out: str, device: str) -> 
             "lr": cfg.optim.lr,
             "epochs": epochs[-1]["epoch"],
             "device": device,
+            "features": last["features"] + (" (shared)" if preloaded and last["features"] != "stream" else ""),
             "settings": settings,  # fewer than the cap after --patience
         }
         atomic_write_json(Path(out) / RESULT_FILE, row)
@@ -193,6 +225,7 @@ def run_ablation(grid: str | Path, out: str | Path, *, devices: Optional[Sequenc
     out.mkdir(parents=True, exist_ok=True)
     ordered = lambda: [rows[n] for n, _ in entries if n in rows]  # noqa: E731
     log.info("%d entries: %d to run on %s, %d done", len(entries), len(pending), ", ".join(devices), len(rows))
+    preloaded = preload_caches(pending)  # tensors in shared memory travel to the children as handles
     ctx = multiprocessing.get_context("spawn")
     free, running = list(devices), {}
     while pending or running:
@@ -201,7 +234,7 @@ def run_ablation(grid: str | Path, out: str | Path, *, devices: Optional[Sequenc
             device = free.pop(0)
             (out / name / FAILURE_FILE).unlink(missing_ok=True)
             proc = ctx.Process(
-                target=_train_entry, args=(name, settings, str(out / name), device), name=f"ablate-{name}"
+                target=_train_entry, args=(name, settings, str(out / name), device, preloaded), name=f"ablate-{name}"
             )
             proc.start()
             running[name] = (proc, device)

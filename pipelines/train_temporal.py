@@ -17,11 +17,12 @@ from typing import Any, Optional
 import torch
 
 from sfa_cache.cache.dataset import CachedFeatureDataset, check_frames
+from sfa_cache.cache.epochs import WindowedEpochSampler, window_class_coverage
+from sfa_cache.cache.feeds import Preloaded, make_feeds
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.checkpoint import RunRecord, init_from_stage1, read_model_config, read_spatial_fingerprint
 from sfa_cache.configs import config_to_dict
-from sfa_cache.data.batches import EpochSampler
-from sfa_cache.data.loaders import make_loader
+from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.distributed import barrier, start_processes
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import (
@@ -98,10 +99,21 @@ def check_inputs(cfg: TrainTemporalConfig) -> tuple[FeatureCache, Optional[Featu
     return train_cache, val_cache
 
 
-def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dict[str, Any]:
+def step_bytes(model_cfg: ViViTConfig, cfg: TrainTemporalConfig, device: torch.device) -> int:
+    """The training step's own peak on a GPU (the memory model), kept free beside resident features."""
+    if device.type != "cuda":
+        return 0
+    return estimate_step_memory("cached", model_cfg, batch=cfg.optim.batch_size, amp=cfg.optim.amp,
+                                optimizer=cfg.optim.optimizer).total
+
+
+def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False,
+                       preloaded: Optional[Preloaded] = None) -> dict[str, Any]:
     """Train Stage 2 and write the run directory (and OUT/assembled at the end).
 
-    Returns the last epoch's metrics plus `params_trained` and, when assembled, `assembled`.
+    `preloaded`: shared host copies of the caches (from `sfa-cache ablate`), used instead of the
+    files. Returns the last epoch's metrics plus `params_trained`, `features` (where they lived)
+    and, when assembled, `assembled`.
     """
     train_cache, val_cache = check_inputs(cfg)
     classes = train_cache.classes
@@ -121,13 +133,21 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
     out = Path(cfg.out)
     info, device = start_processes(cfg.device)
     model.to(device)
-    sampler = EpochSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=info.rank, world_size=info.world_size)
-    loader = make_loader(train_ds, sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device)
-    val_loader = None
+    sampler = WindowedEpochSampler(train_ds.shard_of, window=cfg.shuffle_window, shuffle=True, seed=cfg.seed,
+                                   rank=info.rank, world_size=info.world_size)
+    coverage = window_class_coverage(sampler, train_ds.labels)
+    if coverage < 0.5:
+        log.warning("a shuffle window of %d shards holds %.0f%% of the classes on average (was the manifest sorted "
+                    "by class?): batches will see few classes; shuffle the manifest before extracting, or raise "
+                    "--shuffle-window (0: all shards)", cfg.shuffle_window, 100 * coverage)
+    val_part = None
     if val_ds is not None:
-        val_sampler = EpochSampler(len(val_ds), shuffle=False, rank=info.rank, world_size=info.world_size, pad=False)
-        val_loader = make_loader(val_ds, val_sampler, batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers,
-                                 device=device)
+        val_part = (val_ds, WindowedEpochSampler(val_ds.shard_of, window=cfg.shuffle_window, shuffle=False,
+                                                 rank=info.rank, world_size=info.world_size, pad=False))
+    feeds = make_feeds((train_ds, sampler), val_part, requested=cfg.cache_in_memory,
+                       batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device,
+                       step_bytes=step_bytes(model_cfg, cfg, device), preloaded=preloaded)
+    loader, val_loader = feeds.train, feeds.val
     trainer = Trainer(
         model, cfg.optim, steps_per_epoch=len(loader), num_classes=len(classes), device=device, seed=cfg.seed
     )
@@ -144,7 +164,7 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False) -> dic
              params, cfg.adapter, cfg.frames, len(train_ds), train_ds.skipped)
     last = fit(trainer, out, train_loader=loader, train_sampler=sampler, val_loader=val_loader,
                log_every=cfg.log_every, stop_after=cfg.stop_after)
-    result = {**last, "params_trained": params}
+    result = {**last, "params_trained": params, "features": feeds.placement}
     if last["complete"] and cfg.assemble and info.is_main:
         result["assembled"] = str(assemble(out, out / ASSEMBLED_DIR))
     barrier()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -18,19 +20,26 @@ from click.testing import CliRunner
 from conftest import TINY_BACKBONE, cache_arrays
 
 from sfa_cache.cache import layout
-from sfa_cache.cache.index import read_cache_index
+from sfa_cache.cache.index import cache_index_from_json, cache_key, read_cache_index
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.verify import cache_info, verify_cache
+from sfa_cache.cache.views import ClipJob, decode_float_views, decode_views
 from sfa_cache.cache.writer import read_shard, write_shard
 from sfa_cache.checkpoint import load_spatial, read_spatial_fingerprint
 from sfa_cache.cli.main import cli
-from sfa_cache.data.manifest import infer_classes, read_manifest
+from sfa_cache.data.manifest import ManifestEntry, infer_classes, read_manifest
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
+from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.reader import open_video
 from sfa_cache.video.sampling import uniform_indices
-from sfa_cache.video.transforms import AugmentConfig, eval_crops, train_transform
+from sfa_cache.video.transforms import AugmentConfig, eval_crops, eval_transform, normalise_uint8, train_transform
+
+# Measured tolerances of the uint8 transport against float frames: see the test that uses them.
+REL_L2_TOLERANCE = 2.5e-2  # per frame ||diff|| / ||ref||, worst frame (measured 1.30e-2)
+REL_L2_MEDIAN_TOLERANCE = 3.5e-3  # the same, median frame (measured 1.70e-3)
+SCALED_TOLERANCE = 3e-2  # max |diff| / the frame's max |value| (measured 1.57e-2)
 
 
 def _cfg(run: Path, manifest: Path, root: Path, **over) -> ExtractConfig:
@@ -60,12 +69,18 @@ def test_cached_features_equal_the_spatial_model_on_the_same_frames(
                 for v in range(2):
                     rng = np.random.default_rng([3, entry.row, v])
                     idx = uniform_indices(reader.num_frames, 6, train=True, rng=rng)
-                    views.append(train_transform(reader.get_frames(idx), 32, scfg.mean, scfg.std, rng, aug))
+                    views.append(train_transform(reader.get_frames(idx), 32, scfg.mean, scfg.std, rng, aug,
+                                                 normalise=False))
                     indices.append(idx)
                 frames = torch.stack(views)
             else:
                 idx = uniform_indices(reader.num_frames, 6, train=False)
-                frames, indices = eval_crops(reader.get_frames(idx), 32, scfg.mean, scfg.std, 3), [idx] * 3
+                frames = eval_crops(reader.get_frames(idx), 32, scfg.mean, scfg.std, 3, normalise=False)
+                indices = [idx] * 3
+            # Extraction ships the frames as uint8 and normalises them on the device, so the reference
+            # is the same frames rounded to uint8 too. Against float frames never rounded, the features
+            # differ by more than float16 storage: see test_uint8_transport_agrees_with_float_frames.
+            frames = normalise_uint8(frames, scfg.mean, scfg.std)
             with torch.no_grad():
                 expected = spatial(frames)  # [views, frames, D]
             got = torch.from_numpy(cache.features(clip).astype(np.float32))
@@ -75,6 +90,157 @@ def test_cached_features_equal_the_spatial_model_on_the_same_frames(
             assert cache.labels[clip] == entry.label and cache.clip_index[clip] == entry.row
     train_views = FeatureCache(train.cache_dir).features(0)
     assert not np.allclose(train_views[0], train_views[1])  # two different augmentations
+
+
+# --- uint8 transport: workers ship quantised frames, `encode` normalises them on the device ------
+
+
+def _clip_views(entry: ManifestEntry, mode: str, mean: tuple[float, ...], std: tuple[float, ...], *,
+                normalise: bool) -> tuple[torch.Tensor, np.ndarray]:
+    """A cached clip's views rebuilt from its video, as in the test above: train (2 views, seed 3)
+    or eval (3 crops), 6 frames at 32 px -> (views [V, 6, 3, 32, 32], frame_index [V, 6])."""
+    reader = open_video(entry.path)
+    if mode == "train":
+        views, indices = [], []
+        for v in range(2):
+            rng = np.random.default_rng([3, entry.row, v])
+            idx = uniform_indices(reader.num_frames, 6, train=True, rng=rng)
+            views.append(train_transform(reader.get_frames(idx), 32, mean, std, rng, AugmentConfig(),
+                                         normalise=normalise))
+            indices.append(idx)
+        return torch.stack(views), np.stack(indices)
+    idx = uniform_indices(reader.num_frames, 6, train=False)
+    return eval_crops(reader.get_frames(idx), 32, mean, std, 3, normalise=normalise), np.stack([idx] * 3)
+
+
+def _one_thread(make: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`make(...)` with one torch thread, as a decode worker runs (a reduction such as colour
+    jitter's mean grey splits its work by thread count, and the exact test needs the same bits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def uint8_caches(tiny_run: Path, synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A train (2 views) and an eval (3 crops) cache, decoded by a worker process (uint8 through
+    the pool). Every frame batch is exactly one clip (batch_frames = views x frames), so a
+    reference can run the backbone on the same batches: same matrix shapes, same bits."""
+    root = tmp_path_factory.mktemp("uint8-caches")
+    train = run_extract(_cfg(tiny_run, synthetic / "train.csv", root, views=2, seed=3, batch_frames=12))
+    val = run_extract(_cfg(tiny_run, synthetic / "val.csv", root, mode="eval", eval_crops=3, batch_frames=18))
+    return {"train": train.cache_dir, "eval": val.cache_dir}
+
+
+def test_decode_workers_ship_uint8_a_quarter_of_the_float_bytes(synthetic: Path) -> None:
+    spec = ClipSpec(frames=6, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), train=True, views=2)
+    entry = read_manifest(synthetic / "train.csv", infer_classes(synthetic / "train.csv")).entries[4]
+    job = ClipJob(entry.row, entry.path, spec, seed=3)
+    frames, frame_index = decode_views(job)
+    old, old_index = decode_float_views(job)  # the transport before: normalised float32
+    assert frames.dtype == torch.uint8 and frames.shape == old.shape == (2, 6, 3, 32, 32)
+    assert old.dtype == torch.float32 and frames.nbytes * 4 == old.nbytes
+    np.testing.assert_array_equal(frame_index, old_index)
+    assert (normalise_uint8(frames, spec.mean, spec.std) - old).abs().max() <= 0.5 / 255 / 0.5 + 1e-6
+
+
+def test_uint8_transforms_are_the_float_ones_quantised() -> None:
+    """`normalise=False` stops before normalising and rounds to uint8; `normalise_uint8` finishes
+    the job within half a grey level, and bit for bit where quantising loses nothing."""
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, size=(2, 40, 56, 3), dtype=np.uint8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    s = torch.tensor(std).view(3, 1, 1)
+    for seed in range(4):
+        for normalised, quantised in (
+            (train_transform(clip, 32, mean, std, np.random.default_rng(seed)),
+             train_transform(clip, 32, mean, std, np.random.default_rng(seed), normalise=False)),
+            (eval_crops(clip, 32, mean, std, 3), eval_crops(clip, 32, mean, std, 3, normalise=False)),
+        ):
+            assert quantised.dtype == torch.uint8 and normalised.dtype == torch.float32
+            assert quantised.shape == normalised.shape
+            error = (normalise_uint8(quantised, mean, std) - normalised).abs() * s  # in [0, 1] pixel units
+            assert error.max() <= 0.5 / 255 + 1e-6
+    # No resize (a 256-px short side is already 224 * 256/224): the crop's pixels come back exactly.
+    frames = rng.integers(0, 256, size=(2, 256, 300, 3), dtype=np.uint8)
+    quantised = eval_transform(frames, 224, mean, std, normalise=False)
+    assert torch.equal(quantised, torch.from_numpy(frames).permute(0, 3, 1, 2)[..., 16:240, 38:262])
+    assert torch.equal(normalise_uint8(quantised, mean, std), eval_transform(frames, 224, mean, std))
+    with pytest.raises(TypeError, match="uint8"):
+        normalise_uint8(quantised.float(), mean, std)
+
+
+def test_uint8_transport_equals_the_model_on_quantised_frames_normalised_on_the_cpu(
+    uint8_caches: dict[str, Path], tiny_run: Path, synthetic: Path
+) -> None:
+    """Exact, every clip of both caches: the workers' uint8 frames, normalised where the model
+    runs (`ShardExtractor.encode`), give the very float16 values of the backbone run here on the
+    same clips quantised to uint8 and normalised on the CPU with the float path's operations in
+    its order: (q / 255 - mean) / std."""
+    spatial, scfg = load_spatial(tiny_run)
+    backbone = spatial.backbone.eval()
+    mean, std = tuple(scfg.mean), tuple(scfg.std)
+    m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    for mode, cache_dir in uint8_caches.items():
+        cache = FeatureCache(cache_dir)
+        manifest = read_manifest(synthetic / ("train.csv" if mode == "train" else "val.csv"), cache.classes)
+        assert len(cache) == len(manifest) and cache.valid.all()
+        for clip, entry in enumerate(manifest.entries):
+            quantised, indices = _one_thread(_clip_views, entry, mode, mean, std, normalise=False)
+            assert quantised.dtype == torch.uint8
+            x = (quantised.float() / 255 - m) / s
+            with torch.inference_mode():  # one call: the extractor's batch for this clip
+                expected = backbone(x.flatten(0, 1)).reshape(cache.index.views, 6, cache.dim)
+            np.testing.assert_array_equal(cache.features(clip), expected.numpy().astype(np.float16),
+                                          err_msg=f"{mode} clip {clip}")
+            np.testing.assert_array_equal(cache.frame_index(clip), indices)
+
+
+def test_uint8_transport_agrees_with_float_frames(
+    uint8_caches: dict[str, Path], tiny_run: Path, synthetic: Path
+) -> None:
+    """Against the float path extraction took before (normalised float32 frames, never rounded to
+    uint8), with the model in float32 as `--amp none` runs it. Rounding moves each input value by
+    at most half a grey level (0.5 / 255 / std); the features move by more than float16 storage.
+
+    Measured on these caches (the tiny random ViT at 32 px, mean = std = 0.5, unit-RMS features;
+    28 train clips x 2 views and 14 eval clips x 3 crops, 6 frames each):
+
+    - per frame ||diff|| / ||float features||: median 1.70e-3, max 1.30e-2; float16 storage
+      alone gives 2.5e-4 at most, so the median is about 7x float16 rounding: not within it;
+    - max |diff| over the frame's max |value|: 1.57e-2 (float16 storage alone: 4.1e-4).
+
+    For scale, measured apart on the same model: bf16 autocast (`--amp auto` on CUDA) moves the
+    features by a median 7.0e-3 per frame, about 4x uint8 rounding. Tolerances: the measured
+    values x ~2 (2.5e-2, 3.5e-3, 3e-2).
+    """
+    spatial, scfg = load_spatial(tiny_run)
+    backbone = spatial.backbone.eval()
+    mean, std = tuple(scfg.mean), tuple(scfg.std)
+    rel_l2, scaled, fp16_alone = [], [], []
+    for mode, cache_dir in uint8_caches.items():
+        cache = FeatureCache(cache_dir)
+        manifest = read_manifest(synthetic / ("train.csv" if mode == "train" else "val.csv"), cache.classes)
+        for clip, entry in enumerate(manifest.entries):
+            frames, _ = _clip_views(entry, mode, mean, std, normalise=True)
+            with torch.inference_mode():
+                expected = backbone(frames.flatten(0, 1)).reshape(cache.index.views, 6, cache.dim)
+            got = torch.from_numpy(cache.features(clip).astype(np.float32))
+            diff = got - expected
+            rel_l2.append(diff.norm(dim=-1) / expected.norm(dim=-1))
+            scaled.append(diff.abs().amax(dim=-1) / expected.abs().amax(dim=-1))
+            rounded = torch.from_numpy(expected.numpy().astype(np.float16).astype(np.float32))
+            fp16_alone.append((rounded - expected).norm(dim=-1) / expected.norm(dim=-1))
+    rel = torch.cat([r.flatten() for r in rel_l2])  # one value per frame of every view of every clip
+    worst = torch.cat([x.flatten() for x in scaled])
+    storage = torch.cat([f.flatten() for f in fp16_alone])
+    print(f"\nuint8 vs float frames, per frame ||diff|| / ||ref||: median {rel.median():.2e} max {rel.max():.2e}; "
+          f"max |diff| / frame max {worst.max():.2e}; float16 storage alone max {storage.max():.2e}")
+    assert rel.max() <= REL_L2_TOLERANCE and rel.median() <= REL_L2_MEDIAN_TOLERANCE
+    assert worst.max() <= SCALED_TOLERANCE
 
 
 def test_cache_records_fingerprint_settings_and_versions(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
@@ -96,6 +262,15 @@ def test_cache_records_fingerprint_settings_and_versions(tiny_run: Path, synthet
     assert (
         info["clips"] == 14 and info["bytes"] > 14 * 6 * 192 * 2 * 0.5 and info["fingerprint"] == index["fingerprint"]
     )
+    # The frame transport is a setting of the cache: part of the key, so a cache made before the
+    # uint8 transport (an index without the field reads as float32) is never reused as a uint8 one.
+    typed = read_cache_index(result.cache_dir)
+    assert index["extraction"]["transport"] == "uint8" == typed.extraction.transport
+    older = dataclasses.replace(typed.extraction, transport="float32")
+    assert cache_key(typed.fingerprint, typed.extraction, typed.manifest.digest) == typed.key
+    assert cache_key(typed.fingerprint, older, typed.manifest.digest) != typed.key
+    del index["extraction"]["transport"]
+    assert cache_index_from_json(index, where="old cache.json").extraction.transport == "float32"
 
 
 def test_same_command_reuses_and_other_settings_do_not(tiny_run: Path, synthetic: Path, tmp_path: Path) -> None:
@@ -133,19 +308,8 @@ def test_broken_short_and_missing_videos_are_recorded_never_zeros(tiny_run: Path
     r = CliRunner().invoke(
         cli,
         [
-            "extract",
-            "--model",
-            str(tiny_run),
-            "--manifest",
-            str(manifest),
-            "--cache-root",
-            str(tmp_path / "caches"),
-            "--frames",
-            "8",
-            "--clips-per-shard",
-            "3",
-            "--strict",
-            "--no-progress",
+            "extract", "--model", str(tiny_run), "--manifest", str(manifest), "--cache-root", str(tmp_path / "caches"),
+            "--frames", "8", "--clips-per-shard", "3", "--strict", "--no-progress",
         ],
     )
     assert r.exit_code == 1 and "4 clip(s) failed to decode (--strict)" in r.output
@@ -309,7 +473,9 @@ def test_bare_backbone_with_local_weights(synthetic: Path, tmp_path: Path) -> No
     reader = open_video(read_manifest(synthetic / "val.csv", cache.classes).entries[0].path)
     idx = uniform_indices(reader.num_frames, 4, train=False)
     mean, std = cache.index.spatial.mean, cache.index.spatial.std
-    frames = eval_crops(reader.get_frames(idx), 32, tuple(mean), tuple(std))[0]
+    # Rounded to uint8 before normalisation, as extraction ships them (see the first test above).
+    frames = normalise_uint8(eval_crops(reader.get_frames(idx), 32, tuple(mean), tuple(std), normalise=False)[0],
+                             mean, std)
     with torch.no_grad():
         expected = image_model.eval().forward_head(image_model.forward_features(frames), pre_logits=True)
     torch.testing.assert_close(

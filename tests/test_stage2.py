@@ -146,7 +146,9 @@ def test_invalid_clips_are_skipped_and_counted(stage1_run: Path, videos, tmp_pat
 def test_stage2_learns_and_assembles(caches: dict[str, Path], stage1_run: Path, tmp_path: Path) -> None:
     # Evaluated on the centre views of the training clips: does Stage 2 fit its data?
     cached = {**caches, "val": caches["train_eval"]}
-    result = run_train_temporal(_cfg(cached, stage1_run, tmp_path / "s2", num_workers=2))  # cache reads in workers
+    # shards streamed by worker processes
+    result = run_train_temporal(_cfg(cached, stage1_run, tmp_path / "s2", num_workers=2, cache_in_memory="off"))
+    assert result["features"] == "stream"
     epochs = [r for r in read_metrics(tmp_path / "s2") if r["kind"] == "epoch"]
     assert len(epochs) == 8 and all("peak_mem_mb" in r for r in epochs)
     # Two classes: a model that only knows the prior scores ln 2. Stage 2 must do better.
@@ -154,7 +156,8 @@ def test_stage2_learns_and_assembles(caches: dict[str, Path], stage1_run: Path, 
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
     record = read_run_record(tmp_path / "s2")
     assert record.kind == "stage2" and record.fingerprint == FeatureCache(caches["train"]).fingerprint
-    assert resolve_train_temporal_config(record.train) == _cfg(cached, stage1_run, tmp_path / "s2", num_workers=2)
+    assert resolve_train_temporal_config(record.train) == _cfg(cached, stage1_run, tmp_path / "s2", num_workers=2,
+                                                               cache_in_memory="off")
     assert not any(k.startswith("spatial.") for k in load_file(str(tmp_path / "s2" / "model.safetensors")))
     assert result["params_trained"] == sum(
         v.numel() for v in load_file(str(tmp_path / "s2" / "model.safetensors")).values()
@@ -228,6 +231,27 @@ def test_resume_matches_an_uninterrupted_run(caches: dict[str, Path], stage1_run
                 for r in read_metrics(run)]
 
     assert results(tmp_path / "full") == results(tmp_path / "split")
+
+
+def test_features_in_ram_and_streamed_train_the_same_weights(caches: dict[str, Path], stage1_run: Path,
+                                                              tmp_path: Path) -> None:
+    """Where the features live changes speed, never the batches: equal weights and metrics."""
+    runs = {"ram": dict(cache_in_memory="ram"), "stream": dict(cache_in_memory="off", num_workers=2),
+            "stream-inline": dict(cache_in_memory="off", num_workers=0)}
+    for name, over in runs.items():
+        last = run_train_temporal(_cfg(caches, stage1_run, tmp_path / name, epochs=3, mixup=0.2, assemble=False,
+                                       shuffle_window=1, **over))
+        assert last["features"] == ("ram" if name == "ram" else "stream")
+    weights = {name: load_file(str(tmp_path / name / "model.safetensors")) for name in runs}
+    for k in weights["ram"]:
+        assert torch.equal(weights["ram"][k], weights["stream"][k]) and torch.equal(weights["ram"][k],
+                                                                                    weights["stream-inline"][k]), k
+
+    def results(run: Path) -> list[dict]:  # metrics without the wall-clock and memory figures
+        return [{k: v for k, v in r.items() if "seconds" not in k and "per_s" not in k and k != "peak_mem_mb"}
+                for r in read_metrics(run)]
+
+    assert results(tmp_path / "ram") == results(tmp_path / "stream") == results(tmp_path / "stream-inline")
 
 
 def test_patience_stops_early_and_a_resume_stays_stopped(
@@ -320,6 +344,7 @@ def test_ablation_grid_runs_once_and_tabulates(caches: dict[str, Path], stage1_r
     assert [r["name"] for r in rows] == ["I", "V"] and all(r["status"] == "done" for r in rows)
     assert rows[0]["params_trained"] < rows[1]["params_trained"]  # V trains the adapter too
     assert all(r["top1"] is not None and r["peak_mem_mb"] > 0 and r["train_seconds"] > 0 for r in rows)
+    assert all(r["features"] == "ram (shared)" for r in rows)  # one copy loaded by the parent, mapped by both
     csv_lines = (tmp_path / "abl" / "results.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[0].startswith(
         "name,status,top1,top5,train_seconds,peak_mem_mb,params_trained"

@@ -1,9 +1,10 @@
-"""Training and evaluation items from a feature cache: (tokens [F, D], label).
+"""Training and evaluation items from a feature cache, one clip at a time: (tokens [T, D], label).
 
-Each epoch a training item draws one of the K cached views and a temporal subset of the cached
+Each epoch a training item draws one of the V cached views and a temporal subset of the cached
 frames (segment sampling with random offsets: temporal jitter); evaluation takes the centre view
-and the fixed centre-of-segment subset. All randomness comes from (seed, epoch, clip), like the
-video dataset, so worker count and resumption do not change what is seen.
+and the fixed centre-of-segment subset. The draws are `epochs.FrameSelection`'s, functions of
+(seed, epoch, clip): the same as the resident and streaming feeds give (`feeds.py`), so worker
+count, resumption and where the features live do not change what is seen.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ import logging
 import numpy as np
 import torch
 
+from sfa_cache.cache.epochs import FrameSelection
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.errors import SfaError
-from sfa_cache.video.sampling import uniform_indices
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,12 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
             log.info("%s: %d of %d clips failed at extraction and are skipped", cache.dir, self.skipped, len(cache))
         if not len(self.clips):
             raise SfaError(f"{cache.dir} holds no valid clip")
-        mode = cache.index.extraction.views.mode
-        # The centre view: crop 1 of an eval cache's 3 crops; otherwise the first view.
-        self.eval_view = 1 if mode == "eval" and cache.views == 3 else 0
+        self.selection = frame_selection(cache, frames, train=train, seed=seed)
+
+    @property
+    def shard_of(self) -> np.ndarray:
+        """[len(self)] the shard each item lives in (for `WindowedEpochSampler`)."""
+        return self.cache.shard_of(self.clips)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -59,13 +63,15 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         clip = int(self.clips[index])
+        views, frames = self.selection.draw(epoch, np.array([clip]))
         features = self.cache.features(clip)  # [V, F_cached, D]
-        if self.train:
-            rng = np.random.default_rng([self.seed, epoch, clip])
-            view = int(rng.integers(features.shape[0]))
-            frames = uniform_indices(features.shape[1], self.frames, train=True, rng=rng)
-        else:
-            view = self.eval_view
-            frames = uniform_indices(features.shape[1], self.frames, train=False)
-        tokens = torch.from_numpy(np.ascontiguousarray(features[view, frames], dtype=np.float32))
+        tokens = torch.from_numpy(np.ascontiguousarray(features[views[0], frames[0]], dtype=np.float32))
         return tokens, int(self.labels[index])
+
+
+def frame_selection(cache: FeatureCache, frames: int, *, train: bool, seed: int = 0) -> FrameSelection:
+    """The draws of Stage 2 over `cache`. Evaluation takes the centre view: crop 1 of an eval
+    cache's 3 crops, otherwise the first view."""
+    centre = 1 if cache.index.extraction.views.mode == "eval" and cache.views == 3 else 0
+    return FrameSelection(frames=frames, cached_frames=cache.frames, views=cache.views, train=train, seed=seed,
+                          eval_view=centre)

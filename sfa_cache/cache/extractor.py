@@ -5,6 +5,10 @@ the data, then the marker).
 Three stages overlap: a `DecodePool` decodes ahead of the model, the calling thread runs the
 spatial model, and a writer thread compresses and writes the previous shard. The model waits
 on neither as long as the decode rate keeps up with it (`ExtractStats.model_busy` says).
+
+Frames travel from the workers as uint8 `[V, F, 3, S, S]` and are normalised on the device
+(`encode`): a quarter of the bytes of float32 frames through the pool, for a few elementwise
+operations where the model runs anyway.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sfa_cache.data.manifest import ManifestEntry
 from sfa_cache.errors import SfaError
 from sfa_cache.runtime import BAR_INTERVAL, autocast
 from sfa_cache.video.clips import ClipSpec
+from sfa_cache.video.transforms import normalise_uint8
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,10 @@ class ShardExtractor:
     `backbone`: [N, 3, S, S] -> [N, D] (a headless timm ViT pooling its CLS token).
     """
 
+    # What a decode worker runs per clip: -> (uint8 frames [V, F, 3, S, S], frame_index [V, F]).
+    # A module-level function, since workers unpickle it by name; `encode` takes what it returns.
+    decode = staticmethod(decode_views)
+
     def __init__(self, backbone: nn.Module, device: torch.device, spec: ClipSpec, cfg: ExtractorConfig,
                  *, write: ShardWriter, seed: int = 0, failure_log: Optional[Path] = None) -> None:
         self.backbone = backbone.to(device).eval()
@@ -89,24 +98,26 @@ class ShardExtractor:
         self.seed = seed
         self.failure_log = failure_log
         self.dim: int = backbone.embed_dim
-        # Under AMP the patch embedding casts its input anyway: ship frames in half precision.
-        self.transport = torch.float16 if cfg.amp != "none" and device.type == "cuda" else torch.float32
 
     @torch.inference_mode()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """[N, 3, S, S] -> [N, D] float32 on the CPU."""
-        x = frames.to(self.device, non_blocking=True)
-        if self.cfg.amp == "none":
-            x = x.float()
+        """uint8 [N, 3, S, S], not normalised -> [N, D] float32 on the CPU.
+
+        The frames cross to the device as uint8 and are normalised there in float32, with the
+        operations of the CPU transforms (so a CPU run equals normalising on the CPU, bit for
+        bit). Under AMP, autocast casts them at the patch embedding, as it cast the float frames
+        workers shipped before (in float16 under CUDA AMP: now one rounding fewer).
+        """
+        x = normalise_uint8(frames.to(self.device, non_blocking=True), self.spec.mean, self.spec.std)
         with autocast(self.device, self.cfg.amp):
             tokens = self.backbone(x)
         return tokens.float().cpu()
 
     def run(self, shards: Sequence[ShardPlan], entries: Sequence[ManifestEntry]) -> ExtractStats:
         """Extract `shards` (global clip ranges into `entries`); each ends with its marker."""
-        jobs = [ClipJob(entries[i].row, entries[i].path, self.spec, self.seed, self.transport)
+        jobs = [ClipJob(entries[i].row, entries[i].path, self.spec, self.seed)
                 for s in shards for i in range(s.start, s.stop)]
-        pool = DecodePool(decode_views, workers=self.cfg.workers, timeout=self.cfg.decode_timeout,
+        pool = DecodePool(self.decode, workers=self.cfg.workers, timeout=self.cfg.decode_timeout,
                           preload=["sfa_cache.cache.views"])
         results = pool.imap(jobs)
         stats = ExtractStats()

@@ -62,8 +62,15 @@ class ExtractionSettings:
     decoder: str
     compressor: str
     clips_per_shard: int
+    # How frames reached the model: "uint8" (rounded to 8 bits in the decode workers, normalised
+    # on the device: cache/views.py) since 2026-12; "float32" for caches made before, which an
+    # index without the field describes. The rounding moves features by ~1e-3 relative, so it is
+    # part of the key: an older cache is never reused or resumed as if it were a uint8 one.
+    transport: str = "float32"
 
     def __post_init__(self) -> None:
+        if self.transport not in ("uint8", "float32"):
+            raise SfaError(f"unknown frame transport {self.transport!r}")
         if self.dtype not in DTYPES or self.compressor not in COMPRESSORS:
             raise SfaError(f"unknown dtype {self.dtype!r} or compressor {self.compressor!r}")
 

@@ -37,6 +37,8 @@ FAILURES_FILE = "failures.jsonl"
 VIEW_MODES = ("train", "eval")  # augmented training views | the evaluation centre view or crops
 COMPRESSORS = ("zstd", "blosc", "none")  # of the features array (docs/benchmarks.md)
 DTYPES = ("float16", "float32")  # of the stored features
+# Where Stage 2 keeps a cache's features while it trains (cache/resident.py); off = stream from disk.
+PLACEMENTS = ("auto", "gpu", "ram", "off")
 
 
 @dataclass(frozen=True)

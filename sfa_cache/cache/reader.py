@@ -67,6 +67,20 @@ class FeatureCache:
         s, row = self.locate(clip)
         return self._array(s, "features")[row]
 
+    def shard_features(self, s: int, views: tuple[int, ...] | None = None) -> np.ndarray:
+        """[clips of shard s, len(views), frames, D]: a whole shard in one read (the way to stream a
+        cache: one sequential read instead of one per clip), only the `views` asked for (all by default)."""
+        array = self._array(s, "features")
+        if views is None or tuple(views) == tuple(range(self.views)):
+            return array[...]
+        if len(views) == 1:
+            return array[:, views[0]][:, None]
+        return array.get_orthogonal_selection((slice(None), list(views)))
+
+    def shard_of(self, clips: np.ndarray) -> np.ndarray:
+        """[n] global clip indices -> [n] the shard each lives in."""
+        return np.searchsorted(np.asarray(self._starts), np.asarray(clips), side="right") - 1
+
     def frame_index(self, clip: int) -> np.ndarray:
         """[views, frames] int32: the decoded frame numbers behind each cached token."""
         s, row = self.locate(clip)

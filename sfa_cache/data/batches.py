@@ -58,11 +58,15 @@ class EpochSampler(Sampler):
             return -(-self.size // self.world_size)
         return len(range(self.rank, self.size, self.world_size))
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def indices(self) -> np.ndarray:
+        """[len(self)] the dataset indices this rank takes in the current epoch, in order."""
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch, 0x5A]).permutation(self.size)
         else:
             order = np.arange(self.size)
         if self.pad and self.size % self.world_size:
             order = np.resize(order, len(self) * self.world_size)  # wraps round
-        return iter((self.epoch, int(i)) for i in order[self.rank :: self.world_size])
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter((self.epoch, int(i)) for i in self.indices())

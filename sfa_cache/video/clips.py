@@ -44,13 +44,15 @@ class ClipSpec:
         return self.views if self.train else self.clips * self.crops
 
 
-def make_views(location: VideoLocation | str, spec: ClipSpec,
-               rngs: Sequence[np.random.Generator] = ()) -> tuple[torch.Tensor, np.ndarray]:
+def make_views(location: VideoLocation | str, spec: ClipSpec, rngs: Sequence[np.random.Generator] = (), *,
+               normalise: bool = True) -> tuple[torch.Tensor, np.ndarray]:
     """Decode and transform one clip -> (views [V, F, 3, S, S] float, frame_index [V, F]: the
     frames actually decoded, which differ from the asked ones when a stream ends early).
 
     Training takes one generator per view (`rngs`); each frame is decoded once whatever the
-    views. Raises VideoReadError for a video that cannot be read.
+    views. `normalise=False` gives the views as uint8 [V, F, 3, S, S] before normalisation
+    (`normalise_uint8` in `video/transforms.py` finishes them). Raises VideoReadError for a video
+    that cannot be read.
     """
     reader = open_video(location, spec.backend)
     if spec.train:
@@ -59,11 +61,13 @@ def make_views(location: VideoLocation | str, spec: ClipSpec,
         index_sets = [uniform_indices(reader.num_frames, spec.frames, train=True, rng=rng) for rng in rngs]
         views, decoded = [], []
         for (frames, idx), rng in zip(read_index_sets(reader, index_sets), rngs):
-            views.append(train_transform(frames, spec.image_size, spec.mean, spec.std, rng, spec.augment))
+            views.append(train_transform(frames, spec.image_size, spec.mean, spec.std, rng, spec.augment,
+                                         normalise=normalise))
             decoded.append(idx)
         return torch.stack(views), np.stack(decoded)
     views, decoded = [], []
     for frames, idx in read_index_sets(reader, list(multi_clip_indices(reader.num_frames, spec.frames, spec.clips))):
-        views.append(eval_crops(frames, spec.image_size, spec.mean, spec.std, spec.crops))  # [crops, F, 3, S, S]
+        # [crops, F, 3, S, S]
+        views.append(eval_crops(frames, spec.image_size, spec.mean, spec.std, spec.crops, normalise=normalise))
         decoded.append(np.broadcast_to(idx, (spec.crops, spec.frames)))
     return torch.cat(views), np.concatenate(decoded)

@@ -4,12 +4,16 @@ Input: uint8 `[T, H, W, 3]` (as decoded). Output: float32 `[T, 3, S, S]`, normal
 backbone's mean/std. Training follows the paper's augmentation (supplementary Table 1): scale
 jitter in [0.9, 1.33] + random crop, flip p=0.5, colour jitter p=0.8. Evaluation resizes the
 short side and takes the centre crop (or three crops along the long side).
+
+With `normalise=False` a transform stops before normalising and returns the frames quantised to
+uint8 `[T, 3, S, S]` (round(x * 255)); `normalise_uint8` finishes them later, where the model
+runs. Extraction does this: its decode workers ship a quarter of the bytes of float32 frames.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -55,6 +59,35 @@ def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...])
     return (x - m) / s
 
 
+def _quantise(x: torch.Tensor) -> torch.Tensor:
+    """float [..., 3, S, S] in [0, 1] -> uint8 round(x * 255). The clamp guards against values a
+    hair outside [0, 1] (resampling rounding); it never moves a value by more than that."""
+    return x.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def _finish(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], normalise: bool) -> torch.Tensor:
+    """The last step of every transform: normalised float, or quantised uint8 (`normalise=False`)."""
+    return _normalise(x, mean, std) if normalise else _quantise(x)
+
+
+def normalise_uint8(
+    x: torch.Tensor, mean: Sequence[float], std: Sequence[float], dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """uint8 [..., 3, S, S] (on any device) -> `dtype` [..., 3, S, S]: x / 255, then (x - mean) / std.
+
+    The operations and their order are those of the float path (`_to_float`, then `_normalise`):
+    in float32 on the CPU the result equals `_normalise(x.float() / 255, mean, std)` bit for bit.
+    It differs from normalising the unquantised float frames by at most 0.5 / 255 / std per value.
+    """
+    if x.dtype != torch.uint8:
+        raise TypeError(f"normalise_uint8 takes uint8 frames, got {x.dtype}")
+    if x.dim() < 3 or x.shape[-3] != 3:
+        raise ValueError(f"expected frames [..., 3, S, S], got {tuple(x.shape)}")
+    m = torch.tensor(tuple(mean), dtype=dtype, device=x.device).view(3, 1, 1)
+    s = torch.tensor(tuple(std), dtype=dtype, device=x.device).view(3, 1, 1)
+    return (x.to(dtype).div_(255.0) - m) / s
+
+
 def _grey(x: torch.Tensor) -> torch.Tensor:
     """[T, 3, H, W] -> [T, 1, H, W] luma (ITU-R 601)."""
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
@@ -76,8 +109,13 @@ def train_transform(
     std: tuple[float, ...],
     rng: np.random.Generator,
     aug: Optional[AugmentConfig] = None,
+    *,
+    normalise: bool = True,
 ) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> float [T, 3, size, size], one random draw per clip (`aug`: the defaults)."""
+    """uint8 [T, H, W, 3] -> float [T, 3, size, size], one random draw per clip (`aug`: the defaults).
+
+    `normalise=False`: uint8 [T, 3, size, size] instead, the same frames before normalisation.
+    """
     aug = aug or AugmentConfig()
     x = _to_float(clip)
     scale = rng.uniform(aug.min_scale, aug.max_scale)
@@ -89,24 +127,38 @@ def train_transform(
     if rng.random() < aug.color_jitter_prob:
         b, c, s = rng.uniform(1 - aug.color_jitter, 1 + aug.color_jitter, size=3)
         x = color_jitter(x, float(b), float(c), float(s))
-    return _normalise(x.contiguous(), mean, std)
+    return _finish(x.contiguous(), mean, std, normalise)
 
 
 def eval_transform(
-    clip: torch.Tensor | np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...]
+    clip: torch.Tensor | np.ndarray,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    normalise: bool = True,
 ) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> float [T, 3, size, size]: short side to size*256/224, centre crop."""
-    return eval_crops(clip, size, mean, std, crops=1)[0]
+    """uint8 [T, H, W, 3] -> float [T, 3, size, size]: short side to size*256/224, centre crop.
+
+    `normalise=False`: uint8 [T, 3, size, size] instead, the same frames before normalisation.
+    """
+    return eval_crops(clip, size, mean, std, crops=1, normalise=normalise)[0]
 
 
 def eval_crops(
-    clip: torch.Tensor | np.ndarray, size: int, mean: tuple[float, ...], std: tuple[float, ...], crops: int = 1
+    clip: torch.Tensor | np.ndarray,
+    size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    crops: int = 1,
+    *,
+    normalise: bool = True,
 ) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> float [crops, T, 3, size, size] for multi-crop testing.
 
     The short side is resized to size*256/224 as in `eval_transform`; `crops=1` is its centre
     crop, `crops=3` adds the two ends of the long side (ViViT's 3-crop testing), all centred on
-    the short side.
+    the short side. `normalise=False`: uint8 [crops, T, 3, size, size], before normalisation.
     """
     if crops not in (1, 3):
         raise ValueError(f"crops must be 1 or 3, got {crops}")
@@ -119,4 +171,6 @@ def eval_crops(
         corners = [(0, left), (top, left), (H - size, left)]
     else:
         corners = [(top, 0), (top, left), (top, W - size)]
-    return torch.stack([_normalise(_crop(x, top, left, size).contiguous(), mean, std) for top, left in corners])
+    return torch.stack(
+        [_finish(_crop(x, top, left, size).contiguous(), mean, std, normalise) for top, left in corners]
+    )

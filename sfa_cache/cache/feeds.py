@@ -1,0 +1,76 @@
+"""How Stage 2 is fed from its caches: decide where the features live, then build the batches.
+
+    auto | gpu | ram | off  --choose_placement-->  gpu | ram: ResidentBatches (resident.py)
+                                                   stream:   StreamingBatches (streaming.py)
+
+Every placement gives the same batches (epochs.py), so the choice changes speed, never results.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+
+from sfa_cache.cache.dataset import CachedFeatureDataset
+from sfa_cache.cache.epochs import WindowedEpochSampler
+from sfa_cache.cache.resident import (
+    ResidentBatches,
+    ResidentFeatures,
+    choose_placement,
+    host_available_bytes,
+    load_resident,
+    resident_bytes,
+)
+from sfa_cache.cache.streaming import StreamingBatches
+
+log = logging.getLogger("sfa_cache")
+
+Preloaded = dict[tuple[str, tuple[int, ...]], ResidentFeatures]  # (cache folder, views) -> a shared host copy
+
+
+def store_key(dataset: CachedFeatureDataset) -> tuple[str, tuple[int, ...]]:
+    """What a resident copy for `dataset` is looked up by: its cache folder and the views it needs."""
+    return str(Path(dataset.cache.dir).resolve()), dataset.selection.views_needed()
+
+
+@dataclass
+class Stage2Feeds:
+    train: Iterable
+    val: Optional[Iterable]
+    placement: str  # gpu | ram | stream
+    why: str
+
+
+def make_feeds(train: tuple[CachedFeatureDataset, WindowedEpochSampler],
+               val: Optional[tuple[CachedFeatureDataset, WindowedEpochSampler]], *, requested: str, batch_size: int,
+               num_workers: int, device: torch.device, step_bytes: int = 0,
+               preloaded: Optional[Preloaded] = None) -> Stage2Feeds:
+    """Batches for training and validation, from resident copies or streamed shards.
+
+    `preloaded`: host copies already in shared memory (made by `sfa-cache ablate` for all its
+    entries); used instead of reading the caches again, and copied to the GPU when it is chosen.
+    """
+    parts = [p for p in (train, val) if p is not None]
+    preloaded = preloaded or {}
+    shared = [preloaded[store_key(ds)] for ds, _ in parts if store_key(ds) in preloaded]
+    nbytes = sum(resident_bytes(ds.cache, ds.selection.views_needed()) for ds, _ in parts)
+    host_free = host_available_bytes() + sum(s.nbytes for s in shared)  # a shared copy costs nothing more
+    placement, why = choose_placement(requested, nbytes, device, step_bytes=step_bytes, host_free=host_free)
+    if shared and placement != "stream":
+        why += "; the host copy shared by the ablation is used, not the cache files"
+    log.info("Stage-2 features: %s (%s)", placement, why)
+
+    def feed(ds: CachedFeatureDataset, sampler: WindowedEpochSampler) -> Iterable:
+        if placement == "stream":
+            return StreamingBatches(ds, sampler, batch_size=batch_size, num_workers=num_workers, device=device)
+        where = device if placement == "gpu" else torch.device("cpu")
+        store = preloaded.get(store_key(ds))
+        store = store.to(where) if store is not None else load_resident(ds.cache, ds.selection.views_needed(),
+                                                                        device=where)
+        return ResidentBatches(store, sampler, ds.selection, batch_size=batch_size, device=device)
+
+    return Stage2Feeds(train=feed(*train), val=feed(*val) if val is not None else None, placement=placement, why=why)

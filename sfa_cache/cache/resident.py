@@ -1,0 +1,186 @@
+"""A cache's valid clips held in memory as one tensor, and Stage-2 batches gathered from it.
+
+The cache exists so that Stage 2 runs at the cost of the temporal model alone. Read clip by clip
+through DataLoader workers, a cache delivers a few percent of what its bytes allow (every item
+opens zarr for one clip, reads every view and converts on the CPU). Held resident, a batch is
+one `index_select` of [B x T] token rows, on the GPU when the copy fits there, else in host
+memory, and stays in the cache's float16 / bfloat16 until it reaches the training device.
+
+Where the copy goes (`choose_placement`): `gpu` when the features fit in the free GPU memory
+beside the training step (the memory model's estimate plus a margin), else `ram` when they fit
+comfortably in the host's available memory, else `stream` (`streaming.py`). The batches are the
+same in every placement (`epochs.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from sfa_cache.cache.epochs import FrameSelection, gather_tokens
+from sfa_cache.cache.layout import PLACEMENTS
+from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.data.batches import EpochSampler
+from sfa_cache.errors import SfaError
+from sfa_cache.runtime import BAR_INTERVAL
+
+log = logging.getLogger(__name__)
+
+GPU_MARGIN_BYTES = 1 << 30  # CUDA context, allocator fragmentation and what the memory model leaves out
+HOST_FRACTION = 0.6  # of the host's available memory a resident copy may take
+
+
+@dataclass
+class ResidentFeatures:
+    """The valid clips of one cache, in memory.
+
+    tokens [N, V', F, D] in the cache's dtype, N = the cache's valid clips in cache order (a
+    `CachedFeatureDataset`'s items), V' = the cached `views` kept; labels [N] int64 on the same
+    device; clips [N] the cache clip id of each row (what the draws are keyed by).
+    """
+
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    clips: np.ndarray
+    views: tuple[int, ...]
+    source: str
+
+    @property
+    def nbytes(self) -> int:
+        return self.tokens.numel() * self.tokens.element_size()
+
+    @property
+    def placement(self) -> str:
+        return "gpu" if self.tokens.device.type == "cuda" else "ram"
+
+    def to(self, device: torch.device) -> ResidentFeatures:
+        """A copy on `device` (the same object when it is there already)."""
+        if self.tokens.device == device:
+            return self
+        return replace(self, tokens=self.tokens.to(device), labels=self.labels.to(device))
+
+    def gather(self, items: np.ndarray, selection: FrameSelection, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B] item indices -> (tokens [B, T, D] in the store's dtype, labels [B]) on the store's device."""
+        views, frames = selection.draw(epoch, self.clips[items])
+        view_rows = np.searchsorted(self.views, views)  # cached view -> its row in the kept views
+        rows = torch.from_numpy(np.asarray(items, dtype=np.int64))
+        return gather_tokens(self.tokens, rows, view_rows, frames), self.labels[rows.to(self.labels.device)]
+
+
+def resident_bytes(cache: FeatureCache, views: tuple[int, ...]) -> int:
+    """Bytes a resident copy of `cache`'s valid clips with `views` takes."""
+    itemsize = np.dtype(cache.index.dtype).itemsize
+    return int(cache.valid.sum()) * len(views) * cache.frames * cache.dim * itemsize
+
+
+def load_resident(cache: FeatureCache, views: tuple[int, ...], *, device: torch.device, shared: bool = False,
+                  progress: bool = True) -> ResidentFeatures:
+    """Read the valid clips of `cache` (only `views`) into one tensor on `device`, a whole shard per
+    read. `shared`: in shared memory (host only), so processes started afterwards map this copy
+    instead of reading the cache again (`sfa-cache ablate`)."""
+    if shared and device.type != "cpu":
+        raise ValueError("only a host copy can be shared between processes")
+    valid = cache.valid
+    clips = np.flatnonzero(valid)
+    dtype = getattr(torch, cache.index.dtype)
+    tokens = torch.empty((len(clips), len(views), cache.frames, cache.dim), dtype=dtype, device=device)
+    if shared:
+        tokens.share_memory_()
+    bar = tqdm(total=len(cache), unit="clip", desc=f"load {cache.dir.name}", disable=not progress,
+               mininterval=BAR_INTERVAL, leave=False)
+    row = 0
+    for s, shard in enumerate(cache.shards):
+        block = cache.shard_features(s, views)[valid[shard.start : shard.stop]]  # [valid clips of s, V', F, D]
+        tokens[row : row + len(block)].copy_(torch.from_numpy(block))
+        row += len(block)
+        bar.update(shard.stop - shard.start)
+    bar.close()
+    labels = torch.from_numpy(cache.labels[clips].astype(np.int64)).to(device)
+    if shared:
+        labels.share_memory_()
+    return ResidentFeatures(tokens=tokens, labels=labels, clips=clips, views=tuple(views), source=str(cache.dir))
+
+
+def host_available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (what can be allocated without swapping), else physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def choose_placement(requested: str, nbytes: int, device: torch.device, *, step_bytes: int = 0,
+                     gpu_free: Optional[int] = None, host_free: Optional[int] = None) -> tuple[str, str]:
+    """Where `nbytes` of features go: -> (gpu | ram | stream, why in words).
+
+    `requested`: auto | gpu | ram | off (`--cache-in-memory`). A forced placement that cannot
+    hold the features is a one-line error, not a silent fallback. `step_bytes` is the training
+    step's own peak (the memory model's estimate), kept free on the GPU beside the features.
+    """
+    if requested not in PLACEMENTS:
+        raise SfaError(f"--cache-in-memory must be one of {', '.join(PLACEMENTS)}, got {requested!r}")
+    gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
+    if requested == "off":
+        return "stream", "--cache-in-memory off"
+    if requested == "gpu" and device.type != "cuda":
+        raise SfaError(f"--cache-in-memory gpu needs a CUDA training device, not {device}")
+    if device.type == "cuda" and requested in ("auto", "gpu"):
+        free = gpu_free if gpu_free is not None else torch.cuda.mem_get_info(device)[0]
+        need = nbytes + step_bytes + GPU_MARGIN_BYTES
+        if need <= free:
+            return "gpu", f"{gib(nbytes)} of features + {gib(step_bytes)} step + {gib(GPU_MARGIN_BYTES)} margin " \
+                          f"fit in {gib(free)} free on {device}"
+        if requested == "gpu":
+            raise SfaError(f"--cache-in-memory gpu: {gib(nbytes)} of features + {gib(step_bytes)} for the step + "
+                           f"{gib(GPU_MARGIN_BYTES)} margin do not fit in the {gib(free)} free on {device}; "
+                           "use --cache-in-memory auto")
+    host = host_free if host_free is not None else host_available_bytes()
+    if nbytes <= HOST_FRACTION * host:
+        return "ram", f"{gib(nbytes)} of features within {HOST_FRACTION:.0%} of {gib(host)} available host memory"
+    if requested == "ram":
+        raise SfaError(f"--cache-in-memory ram: {gib(nbytes)} of features exceed {HOST_FRACTION:.0%} of the "
+                       f"{gib(host)} of available host memory; use --cache-in-memory auto or off (streaming)")
+    return "stream", f"{gib(nbytes)} of features fit neither on the device nor in {HOST_FRACTION:.0%} of " \
+                     f"{gib(host)} host memory"
+
+
+def to_training_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A gathered batch onto the training device, float32 only there (half the bytes in transit).
+
+    From host memory to a GPU the (small) batch is pinned first so the copy is asynchronous.
+    """
+    if x.device != device:
+        if device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return x.float(), y
+
+
+class ResidentBatches:
+    """Stage-2 batches from a resident copy: yields (tokens [B, T, D] float32, labels [B], 0 dropped)
+    on `device`, in the order of `sampler` (an `EpochSampler`; `fit` sets its epoch)."""
+
+    def __init__(self, store: ResidentFeatures, sampler: EpochSampler, selection: FrameSelection, *,
+                 batch_size: int, device: torch.device) -> None:
+        self.store, self.sampler, self.selection = store, sampler, selection
+        self.batch_size, self.device = batch_size, device
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        order, epoch = self.sampler.indices(), self.sampler.epoch
+        for start in range(0, len(order), self.batch_size):
+            x, y = self.store.gather(order[start : start + self.batch_size], self.selection, epoch)
+            yield (*to_training_device(x, y, self.device), 0)

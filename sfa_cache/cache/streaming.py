@@ -1,0 +1,127 @@
+"""Stage-2 batches streamed from a cache larger than memory: whole shards, read in order.
+
+The epoch's order is `WindowedEpochSampler`'s: shards permuted, cut into windows of `window`
+shards, clips permuted inside each window. One DataLoader item is one shard's part of a window:
+a worker reads the shard in one sequential read (only the cached views the job uses), gathers
+the drawn view and frames of the window's clips that live there and sends back [n, T, D] in the
+cache's dtype with their positions in the window. The parent fills the window from its shards'
+pieces and cuts the stream of windows into batches of `batch_size` (a batch may span two
+windows), so the batches are exactly those a resident copy gives for the same order
+(`resident.py`), whatever the number of workers: map-style items come back in sampler order.
+
+Memory: each worker holds one shard while it reads it; the parent holds one window's tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from sfa_cache.cache.dataset import CachedFeatureDataset
+from sfa_cache.cache.epochs import FrameSelection, WindowedEpochSampler, gather_tokens
+from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.resident import to_training_device
+
+# (epoch, items that live in one shard, their positions in the window, the window's size)
+Piece = tuple[int, np.ndarray, np.ndarray, int]
+
+
+class ShardPieceReader(Dataset):
+    """Worker side: a `Piece` -> (tokens [n, T, D] in the cache's dtype, labels [n] int64,
+    positions [n] in the window, window size). The items index the dataset's valid clips and
+    all live in one shard."""
+
+    def __init__(self, cache: FeatureCache, clips: np.ndarray, labels: np.ndarray, selection: FrameSelection) -> None:
+        self.cache, self.clips, self.labels, self.selection = cache, clips, labels, selection
+        self.views = selection.views_needed()
+
+    def __len__(self) -> int:  # the items are pieces named by the sampler; this is never asked
+        return 0
+
+    def __getitem__(self, piece: Piece) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        epoch, items, positions, window_size = piece
+        clips = self.clips[items]
+        shard = int(self.cache.shard_of(clips[:1])[0])
+        block = torch.from_numpy(self.cache.shard_features(shard, self.views))  # [clips of the shard, V', F, D]
+        views, frames = self.selection.draw(epoch, clips)
+        rows = torch.from_numpy(clips - self.cache.shards[shard].start)
+        tokens = gather_tokens(block, rows, np.searchsorted(self.views, views), frames)
+        return tokens, torch.from_numpy(self.labels[items].astype(np.int64)), torch.from_numpy(positions), window_size
+
+
+class ShardPieces(Sampler):
+    """This rank's order of the epoch as `Piece`s: window by window, each cut by shard (in shard
+    order, so a worker reads each shard once per window)."""
+
+    def __init__(self, sampler: WindowedEpochSampler, shard_of: np.ndarray) -> None:
+        self.sampler, self.shard_of = sampler, shard_of
+
+    def pieces(self) -> list[Piece]:
+        order, window = self.sampler.rank_order()
+        cuts = np.flatnonzero(np.diff(window)) + 1
+        out = []
+        for items in np.split(order, cuts):
+            shards = self.shard_of[items]
+            for s in np.unique(shards):
+                at = np.flatnonzero(shards == s)
+                out.append((self.sampler.epoch, items[at], at, len(items)))
+        return out
+
+    def __len__(self) -> int:
+        return len(self.pieces())
+
+    def __iter__(self) -> Iterator[Piece]:
+        return iter(self.pieces())
+
+
+class StreamingBatches:
+    """Stage-2 batches streamed by `num_workers` processes: yields (tokens [B, T, D] float32,
+    labels [B], 0 dropped) on `device`, the batches of `ResidentBatches` for the same sampler."""
+
+    def __init__(self, dataset: CachedFeatureDataset, sampler: WindowedEpochSampler, *, batch_size: int,
+                 num_workers: int, device: torch.device, prefetch: int = 2) -> None:
+        self.sampler, self.batch_size, self.device = sampler, batch_size, device
+        reader = ShardPieceReader(dataset.cache, dataset.clips, dataset.labels, dataset.selection)
+        workers = max(0, num_workers)
+        self.loader = DataLoader(
+            reader, sampler=ShardPieces(sampler, dataset.shard_of), batch_size=None, num_workers=workers,
+            pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+            # forkserver, not fork: zarr holds threads that do not survive a fork (data/loaders.py)
+            multiprocessing_context="forkserver" if workers > 0 else None,
+            prefetch_factor=prefetch if workers > 0 else None,
+        )
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+    def windows(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(tokens [n, T, D], labels [n]) of each window in order, filled from its shards' pieces."""
+        x = y = None
+        filled = 0
+        for tokens, labels, positions, size in self.loader:
+            if x is None:
+                x = tokens.new_empty((size, *tokens.shape[1:]))
+                y = labels.new_empty(size)
+            x[positions], y[positions] = tokens, labels
+            filled += len(positions)
+            if filled == size:
+                yield x, y
+                x = y = None
+                filled = 0
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
+        carry_x: list[torch.Tensor] = []
+        carry_y: list[torch.Tensor] = []
+        for x, y in self.windows():
+            if carry_x:
+                x, y = torch.cat([*carry_x, x]), torch.cat([*carry_y, y])
+            full = len(y) - len(y) % self.batch_size
+            for start in range(0, full, self.batch_size):
+                stop = start + self.batch_size
+                yield (*to_training_device(x[start:stop], y[start:stop], self.device), 0)
+            carry_x, carry_y = [x[full:]], [y[full:]]
+        if carry_x and len(carry_y[0]):
+            yield (*to_training_device(carry_x[0], carry_y[0], self.device), 0)
