@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -167,3 +168,13 @@ def test_memory_model_against_cuda():
         measured = measure_step_memory(regime, "vit_base_patch16_224", 32, cuda)
         estimate = estimate_step_memory(regime, regime_config("vit_base_patch16_224", 32)).total
         assert estimate == pytest.approx(measured, rel=0.25), regime
+
+
+def test_cached_estimate_needs_no_spatial_model() -> None:
+    """Stage 2 on a cache of features computed elsewhere (no timm backbone name) still gets its step
+    estimate, equal to that of the same temporal model over a real backbone of the same width."""
+    real = regime_config("vit_tiny_patch16_224", 32)
+    external = dataclasses.replace(real, spatial=dataclasses.replace(real.spatial, backbone="external"))
+    assert estimate_step_memory("cached", external).total == estimate_step_memory("cached", real).total > 0
+    with pytest.raises(SfaError, match="unknown backbone"):  # the other regimes run the spatial ViT
+        estimate_step_memory("paper", external)

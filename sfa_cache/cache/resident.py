@@ -160,11 +160,10 @@ def to_training_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -
 
     From host memory to a GPU the (small) batch is pinned first so the copy is asynchronous.
     """
-    if x.device != device:
-        if device.type == "cuda":
-            x, y = x.pin_memory(), y.pin_memory()
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-    return x.float(), y
+    if x.device.type == "cpu" and device.type == "cuda":
+        x, y = x.pin_memory(), y.pin_memory()
+    # .to() is a no-op when the tensor is there already (cuda:0 for a bare "cuda" included)
+    return x.to(device, non_blocking=True).float(), y.to(device, non_blocking=True)
 
 
 class ResidentBatches:

@@ -92,9 +92,11 @@ def estimate_step_memory(regime: str, cfg: ViViTConfig, *, batch: int = 1, amp: 
         raise SfaError(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
     if optimizer not in OPTIMIZER_STATE_BYTES:
         raise SfaError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZER_STATE_BYTES)}")
-    shape = spatial_shape(cfg.spatial.backbone, cfg.spatial.image_size)
+    # The cached regime never builds the spatial ViT, so its backbone need not be a timm name
+    # (a cache written by `write_features` from features computed elsewhere).
+    shape = spatial_shape(cfg.spatial.backbone, cfg.spatial.image_size) if regime != "cached" else None
     frames, size = cfg.temporal.num_frames, cfg.spatial.image_size
-    spatial_p, head_p = shape.params, _stage2_params(cfg)
+    spatial_p, head_p = (shape.params if shape else 0), _stage2_params(cfg)
     trainable = head_p + (spatial_p if regime == "baseline" else 0)
     stored = head_p + (spatial_p if regime != "cached" else 0)
     low = _low(amp)
