@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from sfa_cache.cli.options import command_settings, config_option
 from sfa_cache.configs import config_from_dict
 from sfa_cache.pipelines.job_configs import DemoConfig
 
@@ -11,6 +12,7 @@ D = DemoConfig
 
 
 @click.command("demo")
+@config_option
 @click.option("--workdir", type=click.Path(file_okay=False), default=D.workdir, show_default=True,
               help="Where everything goes; rerun with the same folder to reuse finished phases (and seeds).")
 @click.option(
@@ -41,7 +43,8 @@ D = DemoConfig
 @click.option("--device", default=D.device, show_default=True)
 @click.option("--num-workers", default=D.num_workers, show_default=True)
 @click.option("--seed", default=D.seed, show_default=True, help="The first seed.")
-def demo_cmd(**values: object) -> None:
+@click.pass_context
+def demo_cmd(ctx: click.Context, **_: object) -> None:
     """The paper's Table 1 in miniature on synthetic data: SFA against the converged baseline and
     the ablation rows, every model evaluated on the raw validation videos, compared by time to target.
 
@@ -54,5 +57,5 @@ def demo_cmd(**values: object) -> None:
     """
     from sfa_cache.pipelines.demo import run_demo
 
-    values["frames_sweep"] = tuple(values["frames_sweep"])
+    values = command_settings(ctx)  # a workdir's demo.json is a --config file too
     click.echo(run_demo(config_from_dict(DemoConfig, values, where="demo options")), nl=False)

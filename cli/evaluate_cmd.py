@@ -6,7 +6,7 @@ import json
 
 import click
 
-from sfa_cache.cli.options import input_option
+from sfa_cache.cli.options import command_settings, config_option, input_option
 from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.errors import SfaError
@@ -38,14 +38,10 @@ def _view_options(f):
 
 
 @click.command("evaluate")
-@click.option(
-    "--run",
-    "run",
-    type=_RUN,
-    required=True,
-    help="Run directory with spatial weights (Stage 1, baseline or assembled).",
-)
-@input_option(required=True, help=f"The videos to evaluate: {INPUT_HELP}.")
+@config_option
+@click.option("--run", "run", type=_RUN, help="Run directory with spatial weights (Stage 1, baseline or assembled); "
+              "required.")
+@input_option(help=f"The videos to evaluate: {INPUT_HELP} (required, here or in --config).")
 @click.option("--root", type=_RUN, help="Folder video paths are relative to [default: the CSV's folder].")
 @click.option("--split", help="Keep only manifest rows with this 'split' value.")
 @_view_options
@@ -62,7 +58,8 @@ def _view_options(f):
 @click.option(
     "--out", type=click.Path(file_okay=False), help="Where metrics go [default: RUN/eval/<manifest>-<clips>x<crops>]."
 )
-def evaluate_cmd(crops: str, **values: object) -> None:
+@click.pass_context
+def evaluate_cmd(ctx: click.Context, **_: object) -> None:
     """Top-1 / top-5, per-class accuracy and a confusion matrix on raw videos.
 
     Writes metrics.json and confusion.csv; prints one JSON line. Example (ViViT's 4x3 views):
@@ -70,7 +67,10 @@ def evaluate_cmd(crops: str, **values: object) -> None:
     \b
       sfa-cache evaluate --run runs/s2/assembled --manifest data/val.csv --clips 4 --crops 3
     """
-    cfg = config_from_dict(EvaluateConfig, {**values, "crops": int(crops)}, where="evaluate options")
+    values = command_settings(ctx)
+    if "crops" in values:
+        values["crops"] = int(values["crops"])
+    cfg = config_from_dict(EvaluateConfig, values, where="evaluate options")
     from sfa_cache.pipelines.evaluate import run_evaluate
 
     metrics = run_evaluate(cfg)

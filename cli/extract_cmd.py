@@ -7,7 +7,7 @@ import json
 import click
 
 from sfa_cache.cache.layout import COMPRESSORS, DTYPES, VIEW_MODES
-from sfa_cache.cli.options import input_option
+from sfa_cache.cli.options import command_settings, config_option, input_option
 from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.pipelines.job_configs import ExtractConfig
@@ -19,8 +19,9 @@ _FILE = click.Path(exists=True, dir_okay=False)
 
 
 @click.command("extract")
-@input_option(required=True, help=f"The videos to cache: {INPUT_HELP}.")
-@click.option("--cache-root", type=click.Path(file_okay=False), required=True,
+@config_option
+@input_option(help=f"The videos to cache: {INPUT_HELP} (required, here or in --config).")
+@click.option("--cache-root", type=click.Path(file_okay=False),
               help="Folder holding caches; the cache goes in a subfolder named by its content key.")
 @click.option("--model", type=click.Path(exists=True, file_okay=False),
               help="Stage-1 (or assembled) run directory whose spatial transformer is used.")
@@ -83,7 +84,8 @@ _FILE = click.Path(exists=True, dir_okay=False)
 )
 @click.option("--strict", is_flag=True, help="Exit non-zero if any clip failed to decode.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def extract_cmd(no_progress: bool, eval_crops: str, **values: object) -> None:
+@click.pass_context
+def extract_cmd(ctx: click.Context, no_progress: bool, **_: object) -> None:
     """Run the frozen spatial transformer once per clip and cache its CLS tokens (Zarr shards).
 
     Rerunning the same command reuses a finished cache or resumes an interrupted one. Under
@@ -96,8 +98,12 @@ def extract_cmd(no_progress: bool, eval_crops: str, **values: object) -> None:
       sfa-cache extract --model runs/s1 --wds 'shards/train-{000000..000099}.tar' --cache-root caches --frames 32
       torchrun --nproc_per_node 4 -m sfa_cache.cli extract --model runs/s1 --manifest train.csv --cache-root caches
     """
-    cfg = config_from_dict(ExtractConfig, {**values, "eval_crops": int(eval_crops), "progress": not no_progress},
-                           where="extract options")
+    values = command_settings(ctx, drop=("no_progress",))
+    if "eval_crops" in values:
+        values["eval_crops"] = int(values["eval_crops"])
+    if no_progress:
+        values["progress"] = False
+    cfg = config_from_dict(ExtractConfig, values, where="extract options")
     from sfa_cache.distributed import dist_info
     from sfa_cache.pipelines.extract import run_extract
 

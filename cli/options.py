@@ -20,6 +20,31 @@ def explicit_params(ctx: click.Context) -> dict[str, Any]:
     return {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k) in given}
 
 
+# Settings from a file (stage1, extract, train-temporal, evaluate, demo): flags given too win.
+config_option = click.option(
+    "--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+    help="Settings file (YAML or JSON) with this command's keys, snake_case, e.g. a run's own config.json; "
+    "flags given as well override it.")
+
+
+def command_settings(ctx: click.Context, *, drop: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of this invocation: the --config file's (a run's config.json contributes its
+    'train' section), then the flags the user gave on top; click defaults never hide the file's
+    values (the config dataclass holds the defaults). `drop`: flags that are not settings."""
+    values = explicit_params(ctx)
+    path = values.pop("config_file", None)
+    for key in drop:
+        values.pop(key, None)
+    if path is None:
+        return values
+    from sfa_cache.configs import read_settings_file
+
+    data = read_settings_file(path)
+    if "kind" in data and isinstance(data.get("train"), dict):  # a run record: the job is its 'train'
+        data = data["train"]
+    return {**data, **values}
+
+
 def input_option(prefix: str = "", *, required: bool = False, help: str) -> Callable[[F], F]:
     """`--{prefix}manifest` and its aliases `--{prefix}wds` / `--{prefix}h5`: one option that takes
     any input (a CSV, WebDataset shards or an HDF5 file; the value's form decides)."""

@@ -6,7 +6,13 @@ import json
 
 import click
 
-from sfa_cache.cli.options import allow_world_size_change_option, explicit_params, input_option, optim_options
+from sfa_cache.cli.options import (
+    allow_world_size_change_option,
+    command_settings,
+    config_option,
+    input_option,
+    optim_options,
+)
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.models.config import TEMPORAL_PRESETS
 from sfa_cache.pipelines.job_configs import PRESETS, Stage1Config, resolve_stage1_config
@@ -17,9 +23,10 @@ _FILE = click.Path(exists=True, dir_okay=False)
 
 
 @click.command("stage1")
-@input_option("train-", required=True, help=f"Training videos: {INPUT_HELP}.")
+@config_option
+@input_option("train-", help=f"Training videos: {INPUT_HELP} (required, here or in --config).")
 @input_option("val-", help="Validation videos (evaluated every epoch), in any of the same forms.")
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to create (or --resume).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (or --resume); required.")
 @click.option(
     "--root",
     type=click.Path(exists=True, file_okay=False),
@@ -112,9 +119,10 @@ def stage1_cmd(ctx: click.Context, resume: bool, **_: object) -> None:
       sfa-cache stage1 --train-manifest data/train.csv --val-manifest data/val.csv \\
           --backbone vit_tiny_patch16_224 --image-size 32 --flip-prob 0 --epochs 3 --lr 0.05 --out runs/s1
       sfa-cache stage1 --train-wds 'shards/train-{000000..000099}.tar' --val-h5 frames.h5 ... --out runs/s1
+      sfa-cache stage1 --config runs/s1/config.json --seed 1 --out runs/s1-seed1   # a run, varied
     """
-    values = explicit_params(ctx)  # preset < explicit flags: defaults come from Stage1Config
-    values.pop("resume", None)  # how to run, not what to run
+    # defaults (Stage1Config) < preset < --config file < explicit flags; --resume is how to run, not what
+    values = command_settings(ctx, drop=("resume",))
     if values.get("clip_grad") == 0:
         values["clip_grad"] = None
     cfg = resolve_stage1_config(values)

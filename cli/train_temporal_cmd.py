@@ -7,7 +7,7 @@ import json
 import click
 
 from sfa_cache.cache.layout import PLACEMENTS
-from sfa_cache.cli.options import allow_world_size_change_option, explicit_params, optim_options
+from sfa_cache.cli.options import allow_world_size_change_option, command_settings, config_option, optim_options
 from sfa_cache.models.config import ADAPTER_KINDS, TEMPORAL_PRESETS
 from sfa_cache.pipelines.job_configs import TEMPORAL_INITS, TrainTemporalConfig, resolve_train_temporal_config
 
@@ -16,9 +16,8 @@ _DIR = click.Path(exists=True, file_okay=False)
 
 
 @click.command("train-temporal")
-@click.option(
-    "--train-cache", type=_DIR, required=True, help="Feature cache of the training clips (sfa-cache extract)."
-)
+@config_option
+@click.option("--train-cache", type=_DIR, help="Feature cache of the training clips (sfa-cache extract); required.")
 @click.option(
     "--val-cache", type=_DIR, help="Feature cache of the evaluation clips (--mode eval), evaluated every epoch."
 )
@@ -27,7 +26,7 @@ _DIR = click.Path(exists=True, file_okay=False)
     type=_DIR,
     help="Stage-1 run: initialises the temporal transformer; its fingerprint must match the cache.",
 )
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory to create (or --resume).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory to create (or --resume); required.")
 @click.option("--temporal-init", type=click.Choice(TEMPORAL_INITS), default=T.temporal_init, show_default=True,
               help="scratch: random temporal transformer (the ablation).")
 @click.option(
@@ -78,12 +77,10 @@ def train_temporal_cmd(ctx: click.Context, resume: bool, no_assemble: bool, **_:
       sfa-cache train-temporal --train-cache caches/train-train-32f-XXXX \\
           --val-cache caches/val-eval-32f-YYYY --stage1 runs/s1 --frames 32 --out runs/s2
     """
-    values = explicit_params(ctx)
-    values.pop("resume", None)
-    values.pop("no_assemble", None)
+    values = command_settings(ctx, drop=("resume", "no_assemble"))
     if values.get("clip_grad") == 0:
         values["clip_grad"] = None
-    cfg = resolve_train_temporal_config({**values, "assemble": not no_assemble})
+    cfg = resolve_train_temporal_config({**values, **({"assemble": False} if no_assemble else {})})
     from sfa_cache.pipelines.train_temporal import run_train_temporal
 
     last = run_train_temporal(cfg, resume=resume)

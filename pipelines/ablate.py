@@ -35,6 +35,7 @@ from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.cache.dataset import frame_selection
 from sfa_cache.cache.feeds import Preloaded
 from sfa_cache.cache.resident import HOST_FRACTION, host_available_bytes, load_resident, resident_bytes
+from sfa_cache.configs import read_settings_file
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.job_configs import resolve_train_temporal_config
 from sfa_cache.pipelines.train_temporal import check_inputs, run_train_temporal
@@ -50,24 +51,8 @@ COLUMNS = ["name", "status", "top1", "top5", "train_seconds", "peak_mem_mb", "pa
 
 
 def _read_grid(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise SfaError(f"grid file not found: {path}")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise SfaError("YAML grids need PyYAML (pip install pyyaml); or write the grid as JSON") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise SfaError(f"{path} is not valid YAML: {e}") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise SfaError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(data, dict) or set(data) - {"base", "runs", "product"}:
+    data = read_settings_file(path)
+    if set(data) - {"base", "runs", "product"}:
         raise SfaError(f"{path}: a grid is an object with keys base, runs and/or product")
     return data
 

@@ -7,7 +7,10 @@ dataclasses round-trip through JSON, and tuples come back as tuples.
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sfa_cache.errors import SfaError
@@ -56,6 +59,11 @@ def config_from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> 
             f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}; "
             f"known keys are {', '.join(fields)}"
         )
+    missing = [name for name, f in fields.items() if name not in data and f.init
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        flags = ", ".join("--" + m.replace("_", "-") for m in missing)
+        raise SfaError(f"{where or cls.__name__}: missing required setting(s) {', '.join(missing)} ({flags})")
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
@@ -99,3 +107,29 @@ def _scalar(hint: Any, value: Any, *, where: str) -> Any:
     if hint in (int, float, str, bool) and (not isinstance(value, hint) or is_bool_for_number):
         raise SfaError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value
+
+
+def read_settings_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A settings file -> its top-level mapping: JSON, or YAML for .yaml / .yml (PyYAML, which
+    timm's dependencies install). Anything unreadable is a one-line error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SfaError(f"settings file not found: {path}")
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise SfaError(f"{path}: YAML needs PyYAML (pip install pyyaml); or write it as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise SfaError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SfaError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise SfaError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    return data

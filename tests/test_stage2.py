@@ -448,3 +448,18 @@ def test_assemble_never_overwrites_another_run(caches: dict[str, Path], stage1_r
     (tmp_path / "s2" / "assembled" / "eval").mkdir()
     assert CliRunner().invoke(cli, ["assemble", str(tmp_path / "s2")]).exit_code == 0  # replaces an assembled model
     assert not (tmp_path / "s2" / "assembled" / "eval").exists()
+
+
+def test_train_temporal_from_its_own_config_json(caches: dict[str, Path], stage1_run: Path, tmp_path: Path) -> None:
+    """`--config RUN/config.json --out NEW` trains the same Stage 2 again: the same weights."""
+    first = CliRunner().invoke(cli, [
+        "train-temporal", "--train-cache", str(caches["train"]), "--val-cache", str(caches["val"]), "--stage1",
+        str(stage1_run), "--frames", "4", "--epochs", "2", "--batch-size", "4", "--optimizer", "adamw", "--lr", "3e-3",
+        "--num-workers", "0", "--no-assemble", "--out", str(tmp_path / "a")], catch_exceptions=False)
+    assert first.exit_code == 0, first.output
+    again = CliRunner().invoke(cli, ["train-temporal", "--config", str(tmp_path / "a" / "config.json"),
+                                     "--out", str(tmp_path / "b")], catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "b" / "assembled").exists()  # --no-assemble came back from the file
