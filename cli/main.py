@@ -24,6 +24,7 @@ from sfa_cache.cli.stage1_cmd import stage1_cmd
 from sfa_cache.cli.synthetic_cmd import make_synthetic_cmd
 from sfa_cache.cli.train_temporal_cmd import assemble_cmd, train_temporal_cmd
 from sfa_cache.errors import SfaError
+from sfa_cache.runtime import LOG_DATEFMT, LOG_FORMAT
 
 
 class SfaGroup(click.Group):
@@ -51,7 +52,7 @@ def cli(verbose: bool) -> None:
       sfa-cache make-synthetic data/            # or your own CSV manifests
       sfa-cache stage1 --train-manifest data/train.csv --val-manifest data/val.csv --out runs/s1
     """
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
 
 
 # In the order of the recipe, which `sfa-cache --help` keeps.

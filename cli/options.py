@@ -52,6 +52,12 @@ def input_option(prefix: str = "", *, required: bool = False, help: str) -> Call
                         metavar="INPUT", required=required, help=help)
 
 
+# Experiment tracking (stage1, train-temporal): sfa_cache/train/tracking.py.
+log_option = click.option(
+    "--log", default="auto", show_default=True,
+    help="Trackers besides metrics.jsonl: auto (TensorBoard event files in OUT/tb when tensorboard is installed, "
+    "and OUT/metrics.csv), none, or a comma list of tensorboard, csv, wandb (offline unless WANDB_MODE is set).")
+
 # Resuming a torchrun run with another process count (stage1, train-temporal).
 allow_world_size_change_option = click.option(
     "--allow-world-size-change", is_flag=True,

@@ -11,6 +11,7 @@ from sfa_cache.cli.options import (
     command_settings,
     config_option,
     input_option,
+    log_option,
     optim_options,
 )
 from sfa_cache.data.inputs import INPUT_HELP
@@ -102,6 +103,7 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option(
     "--log-every", default=S.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records."
 )
+@log_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")
 @allow_world_size_change_option
 @click.option(

@@ -7,7 +7,13 @@ import json
 import click
 
 from sfa_cache.cache.layout import PLACEMENTS
-from sfa_cache.cli.options import allow_world_size_change_option, command_settings, config_option, optim_options
+from sfa_cache.cli.options import (
+    allow_world_size_change_option,
+    command_settings,
+    config_option,
+    log_option,
+    optim_options,
+)
 from sfa_cache.models.config import ADAPTER_KINDS, TEMPORAL_PRESETS
 from sfa_cache.pipelines.job_configs import TEMPORAL_INITS, TrainTemporalConfig, resolve_train_temporal_config
 
@@ -62,6 +68,7 @@ _DIR = click.Path(exists=True, file_okay=False)
 @click.option(
     "--log-every", default=T.log_every, show_default=True, help="Optimiser steps between metrics.jsonl records."
 )
+@log_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last saved epoch.")
 @allow_world_size_change_option
 @click.option("--stop-after", type=int, help="Stop after this many epochs in this invocation.")

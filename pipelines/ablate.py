@@ -40,6 +40,7 @@ from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.job_configs import resolve_train_temporal_config
 from sfa_cache.pipelines.train_temporal import check_inputs, run_train_temporal
 from sfa_cache.report import markdown_table
+from sfa_cache.runtime import LOG_DATEFMT
 from sfa_cache.train.run_dir import read_metrics
 
 log = logging.getLogger("sfa_cache")
@@ -123,7 +124,7 @@ def preload_caches(entries: list[tuple[str, dict[str, Any]]]) -> Preloaded:
 
 def _train_entry(name: str, settings: dict[str, Any], out: str, device: str, preloaded: Preloaded) -> None:
     """Child process: train one entry, then write OUT/result.json (done) or OUT/failure.json."""
-    logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [{name}] %(message)s", datefmt=LOG_DATEFMT)
     try:
         if device.startswith("cuda"):
             torch.cuda.set_device(device)

@@ -67,7 +67,7 @@ PRESET_COMMON = {"optimizer": "sgd", "momentum": 0.9, "warmup_epochs": 2.5}
 STAGE1_RUNTIME_KEYS = frozenset(
     {
         "out", "device", "num_workers", "decode_timeout", "log_every", "stop_after", "compile", "channels_last",
-        "allow_world_size_change",
+        "allow_world_size_change", "log",
     }
 )
 
@@ -104,6 +104,7 @@ class Stage1Config:
     decode_timeout: float = 60.0  # seconds per clip before its decoder is killed and the clip skipped; 0: none
     seed: int = 0
     log_every: int = 50  # optimiser steps between metrics.jsonl train records; 0 = per epoch only
+    log: str = "auto"  # trackers besides metrics.jsonl: auto (TensorBoard if installed + CSV) | none | a list
     stop_after: Optional[int] = None  # stop after this many epochs in this invocation
     allow_world_size_change: bool = False  # resume with another number of torchrun processes
     preset: Optional[str] = None
@@ -155,7 +156,7 @@ TEMPORAL_INITS = ("stage1", "scratch")
 # Settings that may change between a run and its resumption without changing its result.
 TRAIN_TEMPORAL_RUNTIME_KEYS = frozenset(
     {"out", "device", "num_workers", "log_every", "stop_after", "assemble", "allow_world_size_change",
-     "cache_in_memory"}  # where the features live changes speed, never the batches
+     "cache_in_memory", "log"}  # where the features live changes speed, never the batches
 )
 
 
@@ -182,6 +183,7 @@ class TrainTemporalConfig:
     shuffle_window: int = 16  # shards shuffled together each epoch (0: all, a full shuffle): cache/epochs.py
     seed: int = 0
     log_every: int = 50
+    log: str = "auto"  # trackers besides metrics.jsonl (train/tracking.py)
     stop_after: Optional[int] = None
     allow_world_size_change: bool = False  # resume with another number of torchrun processes
     assemble: bool = True  # write OUT/assembled when training is complete

@@ -29,8 +29,9 @@ from sfa_cache.models.spatial import create_backbone
 from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.job_configs import STAGE1_RUNTIME_KEYS, Stage1Config
 from sfa_cache.train import run_dir as rd
-from sfa_cache.train.fit import begin_run, fit
+from sfa_cache.train.fit import begin_run, fit, start_tracking
 from sfa_cache.train.loop import Trainer
+from sfa_cache.train.tracking import resolve_trackers
 from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.transforms import AugmentConfig
 
@@ -66,6 +67,7 @@ def build_model_config(cfg: Stage1Config, num_classes: int) -> ViViTConfig:
 def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     """Train, evaluate every epoch, and write the run directory. Returns the last metrics."""
     cfg.validate()
+    resolve_trackers(cfg.log)  # an unknown or uninstalled tracker fails before anything is written
     # Everything that can reject the input runs before the output folder is touched.
     train_m = read_input(cfg.train_manifest, read_classes_file(cfg.classes) if cfg.classes else None, cfg.root,
                          cfg.train_split)
@@ -122,5 +124,12 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     if cfg.compile:
         model.compile()  # in place: state-dict keys stay the same
 
-    return fit(trainer, out, train_loader=train_loader, train_sampler=train_sampler, val_loader=val_loader,
-               log_every=cfg.log_every, stop_after=cfg.stop_after)
+    tracking = start_tracking(trainer, out, cfg.log, config_to_dict(cfg), resuming=resuming)
+    last: dict[str, Any] = {}
+    try:
+        last = fit(trainer, out, train_loader=train_loader, train_sampler=train_sampler, val_loader=val_loader,
+                   log_every=cfg.log_every, stop_after=cfg.stop_after, tracking=tracking)
+    finally:
+        if tracking is not None:
+            tracking.close(final=last)  # the hyperparameters with the final metrics (none after a crash)
+    return last

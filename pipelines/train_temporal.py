@@ -37,9 +37,10 @@ from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.assemble import assemble
 from sfa_cache.pipelines.job_configs import TRAIN_TEMPORAL_RUNTIME_KEYS, TrainTemporalConfig
 from sfa_cache.train import run_dir as rd
-from sfa_cache.train.fit import begin_run, fit
+from sfa_cache.train.fit import begin_run, fit, start_tracking
 from sfa_cache.train.loop import Trainer
 from sfa_cache.train.optim import trainable_count
+from sfa_cache.train.tracking import resolve_trackers
 
 log = logging.getLogger("sfa_cache")
 
@@ -90,6 +91,7 @@ def build_model_config(cfg: TrainTemporalConfig, cache: FeatureCache) -> ViViTCo
 def check_inputs(cfg: TrainTemporalConfig) -> tuple[FeatureCache, Optional[FeatureCache]]:
     """Everything that can reject a Stage-2 job before it starts: settings, caches, fingerprint, F."""
     cfg.validate()
+    resolve_trackers(cfg.log)
     train_cache, val_cache = open_caches(cfg)
     if cfg.stage1 is not None:
         check_fingerprint(cfg.stage1, train_cache)
@@ -162,8 +164,14 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False,
     params = trainable_count(model.parameters())
     log.info("Stage 2: %d trainable parameters (adapter %s + temporal), %d frames, %d train clips (%d skipped)",
              params, cfg.adapter, cfg.frames, len(train_ds), train_ds.skipped)
-    last = fit(trainer, out, train_loader=loader, train_sampler=sampler, val_loader=val_loader,
-               log_every=cfg.log_every, stop_after=cfg.stop_after)
+    tracking = start_tracking(trainer, out, cfg.log, config_to_dict(cfg), resuming=resuming)
+    last: dict[str, Any] = {}
+    try:
+        last = fit(trainer, out, train_loader=loader, train_sampler=sampler, val_loader=val_loader,
+                   log_every=cfg.log_every, stop_after=cfg.stop_after, tracking=tracking)
+    finally:
+        if tracking is not None:
+            tracking.close(final=last)  # the hyperparameters with the final metrics (none after a crash)
     result = {**last, "params_trained": params, "features": feeds.placement}
     if last["complete"] and cfg.assemble and info.is_main:
         result["assembled"] = str(assemble(out, out / ASSEMBLED_DIR))

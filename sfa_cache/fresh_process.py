@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from sfa_cache.errors import SfaError
-from sfa_cache.runtime import peak_memory_mb
+from sfa_cache.runtime import LOG_DATEFMT, LOG_FORMAT, peak_memory_mb
 
 
 @dataclass
@@ -27,7 +27,7 @@ class FreshRun:
 
 def _child(fn: Callable[..., Any], args: tuple, device: torch.device, queue: Any) -> None:
     """A bug raises here with its traceback; the parent sees the process end without a message."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # the peak is now what is allocated
     start = peak_memory_mb(device) * 2**20

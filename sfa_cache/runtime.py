@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     import torch
 
 AMP_MODES = ("none", "bf16", "fp16")
+# Every log line carries its time: long jobs are read from log files after the fact.
+LOG_FORMAT = "%(asctime)s %(message)s"
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
 # Redraw bars often on a terminal, rarely in a log file (each redraw is a line there).
 BAR_INTERVAL = 1.0 if sys.stderr.isatty() else 30.0
 

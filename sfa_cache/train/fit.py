@@ -17,6 +17,7 @@ from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.runtime import library_versions, peak_memory_mb
 from sfa_cache.train import run_dir as rd
 from sfa_cache.train.loop import Trainer, evaluate
+from sfa_cache.train.tracking import Tracking, resolve_trackers
 
 log = logging.getLogger("sfa_cache")
 
@@ -53,6 +54,16 @@ def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, record: RunR
     barrier()
 
 
+def start_tracking(trainer: Trainer, out: str | Path, spec: str, config: dict[str, Any], *,
+                   resuming: bool) -> Optional[Tracking]:
+    """The run's trackers (`--log spec`) on rank 0, after `begin_run` (a resumed run purges
+    TensorBoard events past its saved step); None elsewhere or for 'none'."""
+    names = resolve_trackers(spec)
+    if not names or not dist_info().is_main:
+        return None
+    return Tracking(out, names, config=config, resume_step=trainer.step if resuming else None)
+
+
 def patience_exhausted(val_top1: list[float], patience: Optional[int]) -> bool:
     """Early stopping: the last `patience` epochs brought no validation top-1 above the best before them."""
     if not patience or len(val_top1) <= patience:
@@ -69,6 +80,7 @@ def fit(
     val_loader: Optional[Iterable] = None,
     log_every: int = 0,
     stop_after: Optional[int] = None,
+    tracking: Optional[Tracking] = None,
 ) -> dict[str, Any]:
     """Run the remaining epochs of `trainer` (at most `stop_after` in this call), or fewer when
     validation top-1 stops improving for `trainer.cfg.patience` epochs (early stopping).
@@ -98,7 +110,7 @@ def fit(
         t0 = time.perf_counter()
         record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1}
         record.update(trainer.train_epoch(train_loader, log_every=log_every if main else 0,
-                                          log=lambda r: rd.append_metrics(out, r), desc=f"epoch {epoch + 1}/{epochs}"))
+                                          log=lambda r: _log(out, r, tracking), desc=f"epoch {epoch + 1}/{epochs}"))
         if val_loader is not None:
             record.update(evaluate(model, val_loader, device=trainer.device, num_classes=trainer.num_classes,
                                    amp=trainer.cfg.amp))
@@ -108,6 +120,8 @@ def fit(
             rd.append_metrics(out, record)
             save_model_weights(model, out)
             rd.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
+            if tracking is not None:  # after the state: what the trackers show is resumable
+                tracking.record(record)
         barrier()
         if main:
             log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", epoch + 1, epochs, record["train_loss"],
@@ -122,3 +136,10 @@ def fit(
         log.info("stopped at epoch %d of %d: validation top-1 has not improved for %d epochs (best %.2f)",
                  trainer.epoch, epochs, patience, max(val_top1))
     return {**last, "complete": trainer.epoch >= epochs or stopped_early, "stopped_early": stopped_early}
+
+
+def _log(out: Path, record: dict[str, Any], tracking: Optional[Tracking]) -> None:
+    """A step record: metrics.jsonl, then the trackers."""
+    rd.append_metrics(out, record)
+    if tracking is not None:
+        tracking.record(record)
