@@ -91,6 +91,10 @@ _FILE = click.Path(exists=True, dir_okay=False)
 )
 @click.option("--flip-prob", default=S.flip_prob, show_default=True,
               help="Horizontal flip probability per clip; 0 when classes say left/right (SSv2, the synthetic data).")
+@click.option("--randaugment-ops", type=int, default=0, show_default=True,
+              help="RandAugment operations per clip, the same on every frame (the epic / ssv2 presets: 2); 0: off.")
+@click.option("--randaugment-magnitude", type=int, default=0, show_default=True,
+              help="RandAugment magnitude on torchvision's 0-30 scale (epic: 15, ssv2: 20).")
 @optim_options(mixup_help="Mixup alpha (0 disables).", spatial_lr_scale=True)
 @click.option("--channels-last", is_flag=True, help="channels_last memory format for the spatial ViT (CUDA).")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")

@@ -147,7 +147,8 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
         std=tuple(scfg.std),
         train=train,
         backend=cfg.backend,
-        augment=AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob),
+        augment=AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob,
+                          randaugment_ops=cfg.randaugment_ops, randaugment_magnitude=cfg.randaugment_magnitude),
         views=cfg.views if train else 1,
         crops=1 if train else cfg.eval_crops,
     )

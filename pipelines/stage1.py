@@ -94,7 +94,8 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     s = model.cfg.spatial
-    aug = AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob)
+    aug = AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob,
+                          randaugment_ops=cfg.randaugment_ops, randaugment_magnitude=cfg.randaugment_magnitude)
     failures = out / rd.FAILURES_FILE
     if info.is_main and not resuming:  # samples a WebDataset / HDF5 index left out
         for m in (train_m, val_m):

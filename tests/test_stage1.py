@@ -126,6 +126,12 @@ def test_preset_then_explicit_flags() -> None:
     assert cfg.optim.lr == 0.01 and cfg.optim.mixup == 0.0 and cfg.optim.label_smoothing == 0.3
     with pytest.raises(SfaError, match="unknown preset"):
         resolve_stage1_config(dict(train_manifest="t.csv", out="o", preset="imagenet"))
+    # RandAugment as the paper's EPIC-Kitchens / SSv2 recipes (supplementary Table 1), off elsewhere
+    ra = {p: resolve_stage1_config(dict(train_manifest="t.csv", out="o", preset=p)) for p in ("epic", "ssv2", "k400")}
+    assert [(c.randaugment_ops, c.randaugment_magnitude) for c in ra.values()] == [(2, 15), (2, 20), (0, 0)]
+    with pytest.raises(SfaError, match="randaugment-magnitude in 0-30"):
+        resolve_stage1_config(dict(train_manifest="t.csv", out="o", randaugment_ops=2,
+                                   randaugment_magnitude=31)).validate()
 
 
 def test_a_saved_config_resolves_to_the_same_config() -> None:

@@ -10,7 +10,7 @@ from conftest import frame_ids
 from sfa_cache.errors import SfaError, VideoReadError
 from sfa_cache.video.reader import BACKENDS, open_video
 from sfa_cache.video.sampling import dense_indices, uniform_indices
-from sfa_cache.video.transforms import AugmentConfig, eval_transform, train_transform
+from sfa_cache.video.transforms import AugmentConfig, eval_transform, rand_augment, train_transform
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -140,3 +140,23 @@ def test_eval_transform_centre_crop_and_normalisation() -> None:
     assert out.max() == pytest.approx(1.0)  # (1 - 0.5) / 0.5
     assert out[0, 0, 16, 16] < 0  # the centre stays in the crop
     assert torch.equal(out, eval_transform(clip, 32, MEAN, STD))
+
+
+def test_rand_augment_is_one_draw_per_clip_from_its_seed() -> None:
+    frame = torch.rand(3, 32, 32)
+    clip = frame.expand(6, 3, 32, 32).contiguous()  # six identical frames
+    outs = [rand_augment(clip, 2, 20, seed) for seed in range(12)]
+    for out in outs:
+        assert out.shape == clip.shape and 0.0 <= out.min() and out.max() <= 1.0
+        assert all(torch.equal(out[0], out[t]) for t in range(1, 6))  # the same operations on every frame
+    assert torch.equal(rand_augment(clip, 2, 20, 5), outs[5])  # a function of the seed, not the global RNG
+    assert sum(not torch.allclose(o, clip) for o in outs) >= 9  # it does change the clip
+    state = torch.random.get_rng_state()
+    rand_augment(clip, 2, 20, 7)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is left alone
+    raw = (np.random.default_rng(0).random((4, 40, 48, 3)) * 255).astype(np.uint8)
+    plain = train_transform(raw, 32, (0.5,) * 3, (0.5,) * 3, np.random.default_rng(1), AugmentConfig())
+    again = train_transform(raw, 32, (0.5,) * 3, (0.5,) * 3, np.random.default_rng(1), AugmentConfig())
+    augmented = train_transform(raw, 32, (0.5,) * 3, (0.5,) * 3, np.random.default_rng(1),
+                                AugmentConfig(randaugment_ops=2, randaugment_magnitude=15))
+    assert torch.equal(plain, again) and not torch.equal(plain, augmented)

@@ -2,7 +2,8 @@
 
 Input: uint8 `[T, H, W, 3]` (as decoded). Output: float32 `[T, 3, S, S]`, normalised with the
 backbone's mean/std. Training follows the paper's augmentation (supplementary Table 1): scale
-jitter in [0.9, 1.33] + random crop, flip p=0.5, colour jitter p=0.8. Evaluation resizes the
+jitter in [0.9, 1.33] + random crop, flip p=0.5, colour jitter p=0.8, and RandAugment where a
+recipe asks for it. Evaluation resizes the
 short side and takes the centre crop (or three crops along the long side).
 
 With `normalise=False` a transform stops before normalising and returns the frames quantised to
@@ -32,6 +33,10 @@ class AugmentConfig:
     flip_prob: float = 0.5
     color_jitter_prob: float = 0.8
     color_jitter: float = 0.4  # brightness / contrast / saturation factors drawn in 1 +- this
+    # RandAugment (Cubuk et al. 2020; the paper's EPIC-Kitchens and SSv2 recipes: 2 ops at
+    # magnitude 15 / 20): torchvision's, magnitude on its 0-30 scale; 0 ops = off.
+    randaugment_ops: int = 0
+    randaugment_magnitude: int = 0
 
 
 def _to_float(clip: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -93,6 +98,17 @@ def _grey(x: torch.Tensor) -> torch.Tensor:
     return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
 
 
+def rand_augment(x: torch.Tensor, ops: int, magnitude: int, seed: int) -> torch.Tensor:
+    """RandAugment on a clip: float [T, 3, H, W] in [0, 1] -> the same, one draw of `ops`
+    operations applied to every frame alike (torchvision treats T as a batch of one image's
+    copies), from `seed` (the clip's generator), never from the global RNG."""
+    from torchvision.transforms import v2
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return v2.RandAugment(num_ops=ops, magnitude=magnitude, num_magnitude_bins=31)(x).clamp_(0.0, 1.0)
+
+
 def color_jitter(x: torch.Tensor, brightness: float, contrast: float, saturation: float) -> torch.Tensor:
     """Multiplicative brightness, contrast (around the clip's mean grey) and saturation."""
     x = x * brightness
@@ -127,6 +143,8 @@ def train_transform(
     if rng.random() < aug.color_jitter_prob:
         b, c, s = rng.uniform(1 - aug.color_jitter, 1 + aug.color_jitter, size=3)
         x = color_jitter(x, float(b), float(c), float(s))
+    if aug.randaugment_ops:  # drawn only when on, so clips without it keep their draws
+        x = rand_augment(x, aug.randaugment_ops, aug.randaugment_magnitude, int(rng.integers(2**31)))
     return _finish(x.contiguous(), mean, std, normalise)
 
 
