@@ -258,3 +258,25 @@ def test_stage1_on_cuda_with_fp16_channels_last(synthetic: Path, tmp_path: Path)
         _cfg(synthetic / "train.csv", tmp_path / "cuda", epochs=1, amp="fp16", channels_last=True, device="cuda")
     )
     assert math.isfinite(last["train_loss"])
+
+
+def test_best_epoch_is_kept_as_a_run_of_its_own(synthetic: Path, tmp_path: Path) -> None:
+    """OUT/best holds the weights of the epoch with the best validation top-1 (the first such), as a
+    run directory that evaluate accepts; equal to a run of the same settings stopped there."""
+    args = [*_base(synthetic, tmp_path / "full"), "--val-manifest", str(synthetic / "val.csv"), "--epochs", "4",
+            "--lr", "0.05", "--optimizer", "adamw"]
+    assert _run(args).exit_code == 0
+    top1 = [r["val_top1"] for r in read_metrics(tmp_path / "full") if r["kind"] == "epoch"]
+    best = json.loads((tmp_path / "full" / "best" / "best.json").read_text())
+    assert best["epoch"] == top1.index(max(top1)) + 1 and best["val_top1"] == max(top1)
+    cut = [a if a != str(tmp_path / "full") else str(tmp_path / "cut") for a in args]
+    assert _run([*cut, "--stop-after", str(best["epoch"])]).exit_code == 0  # the same run, stopped at the best
+    a = load_file(str(tmp_path / "full" / "best" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    evaluated = _run(["evaluate", "--run", str(tmp_path / "full" / "best"), "--manifest", str(synthetic / "val.csv"),
+                      "--num-workers", "0"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads((tmp_path / "full" / "best" / "eval").glob("*/metrics.json").__next__().read_text())["top1"] \
+        == pytest.approx(best["val_top1"])
+    assert not list((tmp_path / "full").glob(".best*"))  # no staging folder left behind

@@ -20,6 +20,7 @@ from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import read_manifest
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.ablate import run_ablation
+from sfa_cache.pipelines.assemble import assemble
 from sfa_cache.pipelines.evaluate import predict, run_evaluate
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import (
@@ -166,6 +167,11 @@ def test_stage2_learns_and_assembles(caches: dict[str, Path], stage1_run: Path, 
     assert read_run_record(assembled).kind == "assembled"
     model = load_model(assembled)
     assert model.spatial is not None and model.temporal.num_frames == 8
+    # The best epoch is a Stage-2 run of its own, assembled like the last one.
+    best = assemble(tmp_path / "s2" / "best", tmp_path / "best-assembled")
+    assert load_model(best).spatial is not None
+    best_epoch = json.loads((tmp_path / "s2" / "best" / "best.json").read_text())["epoch"]
+    assert max(r["val_top1"] for r in epochs) == epochs[best_epoch - 1]["val_top1"]
 
 
 def test_stage1_initialisation_and_scratch(caches: dict[str, Path], stage1_run: Path, tmp_path: Path) -> None:

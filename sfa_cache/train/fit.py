@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from sfa_cache.checkpoint import RunRecord, save_model_weights
+from sfa_cache.atomic import atomic_write_json
+from sfa_cache.checkpoint import CONFIG_FILE, RunRecord, save_model_weights
 from sfa_cache.data.batches import EpochSampler
-from sfa_cache.data.manifest import save_classes
+from sfa_cache.data.manifest import CLASSES_FILE, save_classes
 from sfa_cache.distributed import barrier, dist_info
 from sfa_cache.errors import SfaError
 from sfa_cache.models.vivit import ViViTFE
@@ -20,6 +23,9 @@ from sfa_cache.train.loop import Trainer, evaluate
 from sfa_cache.train.tracking import Tracking, resolve_trackers
 
 log = logging.getLogger("sfa_cache")
+
+BEST_DIR = "best"  # OUT/best: the best epoch by validation top-1, a run directory of its own
+BEST_FILE = "best.json"
 
 
 def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, record: RunRecord, classes: list[str],
@@ -119,6 +125,8 @@ def fit(
         if main:  # every rank holds the same weights and the reduced metrics; one writes them
             rd.append_metrics(out, record)
             save_model_weights(model, out)
+            if val_loader is not None and record["val_top1"] > max(val_top1, default=-math.inf):
+                save_best(model, out, record)  # before the state: a resumed run has its best already
             rd.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
             if tracking is not None:  # after the state: what the trackers show is resumable
                 tracking.record(record)
@@ -136,6 +144,28 @@ def fit(
         log.info("stopped at epoch %d of %d: validation top-1 has not improved for %d epochs (best %.2f)",
                  trainer.epoch, epochs, patience, max(val_top1))
     return {**last, "complete": trainer.epoch >= epochs or stopped_early, "stopped_early": stopped_early}
+
+
+def save_best(model: ViViTFE, out: Path, record: dict[str, Any]) -> None:
+    """OUT/best: a run directory of the best epoch so far by validation top-1 (config.json,
+    classes.json, model.safetensors, and best.json saying which epoch), usable wherever a run is
+    (`evaluate --run OUT/best`, `extract --model OUT/best`, `assemble OUT/best`).
+
+    Built beside it and swapped in by renames, so OUT/best is always one whole epoch's.
+    """
+    staging, best, old = out / ".best.tmp", out / BEST_DIR, out / ".best.old"
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir()
+    for name in (CONFIG_FILE, CLASSES_FILE):
+        shutil.copy2(out / name, staging / name)
+    save_model_weights(model, staging)
+    atomic_write_json(staging / BEST_FILE, {k: record[k] for k in ("epoch", "step", "val_top1", "val_top5")
+                                            if k in record})
+    if best.exists():
+        best.rename(old)
+    staging.rename(best)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _log(out: Path, record: dict[str, Any], tracking: Optional[Tracking]) -> None:
