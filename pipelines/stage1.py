@@ -29,7 +29,7 @@ from sfa_cache.models.spatial import create_backbone
 from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.job_configs import STAGE1_RUNTIME_KEYS, Stage1Config
 from sfa_cache.train import run_dir as rd
-from sfa_cache.train.fit import begin_run, fit, start_tracking
+from sfa_cache.train.fit import begin_run, fit_tracked
 from sfa_cache.train.loop import Trainer
 from sfa_cache.train.tracking import resolve_trackers
 from sfa_cache.video.clips import ClipSpec
@@ -125,12 +125,6 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     if cfg.compile:
         model.compile()  # in place: state-dict keys stay the same
 
-    tracking = start_tracking(trainer, out, cfg.log, config_to_dict(cfg), resuming=resuming)
-    last: dict[str, Any] = {}
-    try:
-        last = fit(trainer, out, train_loader=train_loader, train_sampler=train_sampler, val_loader=val_loader,
-                   log_every=cfg.log_every, stop_after=cfg.stop_after, tracking=tracking)
-    finally:
-        if tracking is not None:
-            tracking.close(final=last)  # the hyperparameters with the final metrics (none after a crash)
-    return last
+    return fit_tracked(trainer, out, log=cfg.log, config=config_to_dict(cfg), resuming=resuming,
+                       train_loader=train_loader, train_sampler=train_sampler, val_loader=val_loader,
+                       log_every=cfg.log_every, stop_after=cfg.stop_after)

@@ -37,7 +37,7 @@ from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.assemble import assemble
 from sfa_cache.pipelines.job_configs import TRAIN_TEMPORAL_RUNTIME_KEYS, TrainTemporalConfig
 from sfa_cache.train import run_dir as rd
-from sfa_cache.train.fit import begin_run, fit, start_tracking
+from sfa_cache.train.fit import begin_run, fit_tracked
 from sfa_cache.train.loop import Trainer
 from sfa_cache.train.optim import trainable_count
 from sfa_cache.train.tracking import resolve_trackers
@@ -164,14 +164,9 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False,
     params = trainable_count(model.parameters())
     log.info("Stage 2: %d trainable parameters (adapter %s + temporal), %d frames, %d train clips (%d skipped)",
              params, cfg.adapter, cfg.frames, len(train_ds), train_ds.skipped)
-    tracking = start_tracking(trainer, out, cfg.log, config_to_dict(cfg), resuming=resuming)
-    last: dict[str, Any] = {}
-    try:
-        last = fit(trainer, out, train_loader=loader, train_sampler=sampler, val_loader=val_loader,
-                   log_every=cfg.log_every, stop_after=cfg.stop_after, tracking=tracking)
-    finally:
-        if tracking is not None:
-            tracking.close(final=last)  # the hyperparameters with the final metrics (none after a crash)
+    last = fit_tracked(trainer, out, log=cfg.log, config=config_to_dict(cfg), resuming=resuming,
+                       train_loader=loader, train_sampler=sampler, val_loader=val_loader, log_every=cfg.log_every,
+                       stop_after=cfg.stop_after)
     result = {**last, "params_trained": params, "features": feeds.placement}
     if last["complete"] and cfg.assemble and info.is_main:
         result["assembled"] = str(assemble(out, out / ASSEMBLED_DIR))

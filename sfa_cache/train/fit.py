@@ -70,6 +70,20 @@ def start_tracking(trainer: Trainer, out: str | Path, spec: str, config: dict[st
     return Tracking(out, names, config=config, resume_step=trainer.step if resuming else None)
 
 
+def fit_tracked(trainer: Trainer, out: str | Path, *, log: str, config: dict[str, Any], resuming: bool,
+                **fit_args: Any) -> dict[str, Any]:
+    """`fit` with the run's trackers (`--log`) open around it: closed with the final metrics as
+    hyperparameters, or with none after a crash."""
+    tracking = start_tracking(trainer, out, log, config, resuming=resuming)
+    last: dict[str, Any] = {}
+    try:
+        last = fit(trainer, out, tracking=tracking, **fit_args)
+    finally:
+        if tracking is not None:
+            tracking.close(final=last)
+    return last
+
+
 def patience_exhausted(val_top1: list[float], patience: Optional[int]) -> bool:
     """Early stopping: the last `patience` epochs brought no validation top-1 above the best before them."""
     if not patience or len(val_top1) <= patience:
