@@ -25,6 +25,7 @@ import itertools
 import json
 import logging
 import multiprocessing
+import os
 import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -37,6 +38,7 @@ from sfa_cache.cache.feeds import Preloaded
 from sfa_cache.cache.resident import HOST_FRACTION, host_available_bytes, load_resident, resident_bytes
 from sfa_cache.configs import read_settings_file
 from sfa_cache.errors import SfaError
+from sfa_cache.fresh_process import die_with_parent
 from sfa_cache.pipelines.job_configs import resolve_train_temporal_config
 from sfa_cache.pipelines.train_temporal import check_inputs, run_train_temporal
 from sfa_cache.report import markdown_table
@@ -122,8 +124,10 @@ def preload_caches(entries: list[tuple[str, dict[str, Any]]]) -> Preloaded:
             for key, cache in wanted.items()}
 
 
-def _train_entry(name: str, settings: dict[str, Any], out: str, device: str, preloaded: Preloaded) -> None:
+def _train_entry(name: str, settings: dict[str, Any], out: str, device: str, preloaded: Preloaded,
+                 parent: int) -> None:
     """Child process: train one entry, then write OUT/result.json (done) or OUT/failure.json."""
+    die_with_parent(parent)  # a killed `sfa-cache ablate` takes its running entries with it
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [{name}] %(message)s", datefmt=LOG_DATEFMT)
     try:
         if device.startswith("cuda"):
@@ -220,7 +224,8 @@ def run_ablation(grid: str | Path, out: str | Path, *, devices: Optional[Sequenc
             device = free.pop(0)
             (out / name / FAILURE_FILE).unlink(missing_ok=True)
             proc = ctx.Process(
-                target=_train_entry, args=(name, settings, str(out / name), device, preloaded), name=f"ablate-{name}"
+                target=_train_entry, args=(name, settings, str(out / name), device, preloaded, os.getpid()),
+                name=f"ablate-{name}",
             )
             proc.start()
             running[name] = (proc, device)

@@ -6,9 +6,13 @@ clean CUDA context and a memory peak of its own, and a crash cannot take the cal
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
 import queue as queue_module
+import signal
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,8 +29,24 @@ class FreshRun:
     start_bytes: float  # the same measure just before `fn` ran (the interpreter and its imports)
 
 
-def _child(fn: Callable[..., Any], args: tuple, device: torch.device, queue: Any) -> None:
+def die_with_parent(parent: int) -> None:
+    """In a child process: end when process `parent` ends, however it ends.
+
+    A parent killed by SIGTERM runs no cleanup, so without this its spawned phase (hours of
+    training) would run on with no one to read its result. Linux delivers SIGTERM to the child
+    when the parent thread dies (prctl PR_SET_PDEATHSIG); elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the request was in place
+        os._exit(1)
+
+
+def _child(fn: Callable[..., Any], args: tuple, device: torch.device, queue: Any, parent: int) -> None:
     """A bug raises here with its traceback; the parent sees the process end without a message."""
+    die_with_parent(parent)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, datefmt=LOG_DATEFMT)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)  # the peak is now what is allocated
@@ -49,16 +69,21 @@ def run_in_fresh_process(fn: Callable[..., Any], *args: Any, device: torch.devic
     a kill) raises RuntimeError instead of leaving the caller waiting."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(fn, args, device, queue), name=name)
+    proc = ctx.Process(target=_child, args=(fn, args, device, queue, os.getpid()), name=name)
     proc.start()
-    while True:
-        try:
-            status, result, peak, start = queue.get(timeout=1.0)
-            break
-        except queue_module.Empty:
-            if not proc.is_alive():
-                raise RuntimeError(f"{name} crashed (exit code {proc.exitcode}); see the traceback above") from None
-    proc.join()
+    try:
+        while True:
+            try:
+                status, result, peak, start = queue.get(timeout=1.0)
+                break
+            except queue_module.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"{name} crashed (exit code {proc.exitcode}); see the traceback above") from None
+        proc.join()
+    finally:  # Ctrl-C or an error here: the phase must not run on alone
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(10)
     if status == "error":
         raise SfaError(f"{name}: {result}")
     if status == "oom":
