@@ -49,17 +49,6 @@ def machine() -> str:
     return "; ".join(parts)
 
 
-def available_ram() -> int:
-    """Bytes of RAM available now (MemAvailable), or total RAM when /proc is not there."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
 def benchmark_dataset(root: Path, *, per_class: int, frames: int, size: int = 64) -> Path:
     """A synthetic dataset (reused when already there); returns its train manifest."""
     cfg = SyntheticConfig(train_per_class=per_class, val_per_class=1, num_frames=frames, size=size)

@@ -16,9 +16,16 @@ import argparse
 import torch
 
 from benchmarks.common import machine, table
-from sfa_cache.cost.plan import plan_frames
+from sfa_cache.cost.plan import PlanRow, plan_frames
 from sfa_cache.cost.regimes import REGIME_LABELS
 from sfa_cache.report import human_bytes, parse_size
+
+
+def plan_cell(row: PlanRow) -> str:
+    """A planner row as a table cell: 'N (peak)', '>= N (peak)' at the search cap, or 'none fit'."""
+    if row.max_frames == 0:
+        return "none fit"
+    return (f">= {row.max_frames}" if row.capped else str(row.max_frames)) + f" ({human_bytes(row.peak_bytes)})"
 
 
 def main() -> None:
@@ -37,19 +44,14 @@ def main() -> None:
         plan_frames(args.backbones, budget, measure=True, progress=print, **common) if device.type == "cuda" else None
     )
 
-    def cell(row) -> str:
-        if row.max_frames == 0:
-            return "none fit"
-        return (f">= {row.max_frames}" if row.capped else str(row.max_frames)) + f" ({human_bytes(row.peak_bytes)})"
-
     rows = []
     for i, est in enumerate(estimated):
         rows.append(
             [
                 est.backbone,
                 REGIME_LABELS[est.regime],
-                cell(measured[i]) if measured else "no GPU: not measured",
-                cell(est),
+                plan_cell(measured[i]) if measured else "no GPU: not measured",
+                plan_cell(est),
             ]
         )
     print(f"\n{machine()}\nbudget {args.budget} ({human_bytes(budget)}), batch 1, 224 px, amp {args.amp}, SGD, "

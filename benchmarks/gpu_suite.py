@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from benchmarks.common import benchmark_dataset, machine, random_feature_cache, seconds_per_step, table
 from benchmarks.extract_throughput import bare_forward
+from benchmarks.frames_budget import plan_cell
 from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.epochs import WindowedEpochSampler
 from sfa_cache.cache.reader import FeatureCache
@@ -210,12 +211,7 @@ def frames_budget(sizes: Sizes, device: torch.device, amp: str) -> list[str]:
     estimated = plan_frames([sizes.backbone], sizes.budget, measure=False, **common)
     measured = plan_frames([sizes.backbone], sizes.budget, measure=True, **common) if device.type == "cuda" else None
 
-    def cell(row) -> str:
-        if row.max_frames == 0:
-            return "none fit"
-        return (f">= {row.max_frames}" if row.capped else str(row.max_frames)) + f" ({human_bytes(row.peak_bytes)})"
-
-    rows = [[est.regime, cell(measured[i]) if measured else "not measured (no GPU)", cell(est)]
+    rows = [[est.regime, plan_cell(measured[i]) if measured else "not measured (no GPU)", plan_cell(est)]
             for i, est in enumerate(estimated)]
     return [f"{sizes.backbone}, {sizes.image_size} px, budget {human_bytes(sizes.budget)}, batch 1, amp {amp}, SGD",
             "", table(["regime", "measured max frames (peak)", "memory model (peak)"], rows)]

@@ -22,13 +22,13 @@ from typing import Callable, Optional
 
 import torch
 
-from benchmarks.common import available_ram, in_fresh_process, machine, random_feature_cache, seconds_per_step, table
+from benchmarks.common import in_fresh_process, machine, random_feature_cache, seconds_per_step, table
 from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.cost.regimes import REGIMES, TrainStep, build_regime_model, regime_config, regime_input, spatial_shape
 from sfa_cache.report import human_bytes
-from sfa_cache.runtime import autocast
+from sfa_cache.runtime import autocast, host_available_bytes
 
 BACKBONES = ("vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224")
 CACHED_FRAMES = 128  # the benchmark caches hold this many frames; training samples F of them
@@ -91,7 +91,7 @@ def measure(kind: str, backbone: str, frames: int, *, batch: int, device: torch.
         estimate = estimate_step_memory(
             kind, regime_config(backbone, frames, image_size=image_size), batch=batch, amp=amp
         ).total
-        if device.type == "cpu" and estimate > available_ram() / 2:
+        if device.type == "cpu" and estimate > host_available_bytes() / 2:
             return {
                 "seconds": None,
                 "peak": None,

@@ -7,7 +7,7 @@ import json
 import click
 
 from sfa_cache.cache.layout import COMPRESSORS, DTYPES, VIEW_MODES
-from sfa_cache.cli.options import command_settings, config_option, input_option
+from sfa_cache.cli.options import command_settings, config_option, input_option, randaugment_options
 from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.pipelines.job_configs import ExtractConfig
@@ -55,10 +55,7 @@ _FILE = click.Path(exists=True, dir_okay=False)
 )
 @click.option("--flip-prob", default=E.flip_prob, show_default=True,
               help="Horizontal flip probability of train views (0 when classes say left/right).")
-@click.option("--randaugment-ops", type=int, default=0, show_default=True,
-              help="RandAugment operations per clip, the same on every frame (the epic / ssv2 presets: 2); 0: off.")
-@click.option("--randaugment-magnitude", type=int, default=0, show_default=True,
-              help="RandAugment magnitude on torchvision's 0-30 scale (epic: 15, ssv2: 20).")
+@randaugment_options
 @click.option("--seed", default=E.seed, show_default=True, help="Seed of the train views' augmentation.")
 @click.option("--dtype", type=click.Choice(DTYPES), default=E.dtype, show_default=True, help="Stored feature dtype.")
 @click.option("--compressor", type=click.Choice(COMPRESSORS), default=E.compressor, show_default=True)

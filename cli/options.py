@@ -52,6 +52,15 @@ def input_option(prefix: str = "", *, required: bool = False, help: str) -> Call
                         metavar="INPUT", required=required, help=help)
 
 
+def randaugment_options(f: F) -> F:
+    """RandAugment of training clips (stage1, extract's training views)."""
+    f = click.option("--randaugment-magnitude", type=int, default=0, show_default=True,
+                     help="RandAugment magnitude on torchvision's 0-30 scale (epic: 15, ssv2: 20).")(f)
+    return click.option("--randaugment-ops", type=int, default=0, show_default=True,
+                        help="RandAugment operations per clip, the same on every frame (the epic / ssv2 presets: 2); "
+                        "0: off.")(f)
+
+
 # Experiment tracking (stage1, train-temporal): sfa_cache/train/tracking.py.
 log_option = click.option(
     "--log", default="auto", show_default=True,

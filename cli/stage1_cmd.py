@@ -13,6 +13,7 @@ from sfa_cache.cli.options import (
     input_option,
     log_option,
     optim_options,
+    randaugment_options,
 )
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.models.config import TEMPORAL_PRESETS
@@ -91,10 +92,7 @@ _FILE = click.Path(exists=True, dir_okay=False)
 )
 @click.option("--flip-prob", default=S.flip_prob, show_default=True,
               help="Horizontal flip probability per clip; 0 when classes say left/right (SSv2, the synthetic data).")
-@click.option("--randaugment-ops", type=int, default=0, show_default=True,
-              help="RandAugment operations per clip, the same on every frame (the epic / ssv2 presets: 2); 0: off.")
-@click.option("--randaugment-magnitude", type=int, default=0, show_default=True,
-              help="RandAugment magnitude on torchvision's 0-30 scale (epic: 15, ssv2: 20).")
+@randaugment_options
 @optim_options(mixup_help="Mixup alpha (0 disables).", spatial_lr_scale=True)
 @click.option("--channels-last", is_flag=True, help="channels_last memory format for the spatial ViT (CUDA).")
 @click.option("--compile", is_flag=True, help="torch.compile the model.")

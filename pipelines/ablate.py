@@ -35,14 +35,15 @@ import torch
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.cache.dataset import frame_selection
 from sfa_cache.cache.feeds import Preloaded
-from sfa_cache.cache.resident import HOST_FRACTION, host_available_bytes, load_resident, resident_bytes
+from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.resident import HOST_FRACTION, load_resident, resident_bytes
 from sfa_cache.configs import read_settings_file
 from sfa_cache.errors import SfaError
 from sfa_cache.fresh_process import die_with_parent
 from sfa_cache.pipelines.job_configs import resolve_train_temporal_config
 from sfa_cache.pipelines.train_temporal import check_inputs, run_train_temporal
 from sfa_cache.report import markdown_table
-from sfa_cache.runtime import LOG_DATEFMT
+from sfa_cache.runtime import LOG_DATEFMT, host_available_bytes
 from sfa_cache.train.run_dir import read_metrics
 
 log = logging.getLogger("sfa_cache")
@@ -102,17 +103,22 @@ def expand_grid(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
 
 def preload_caches(entries: list[tuple[str, dict[str, Any]]]) -> Preloaded:
     """One shared host copy of every cache (and the views) the entries read, when they all fit
-    in host memory; {} when every entry streams or they do not fit."""
-    wanted: dict[tuple[str, tuple[int, ...]], Any] = {}
+    in host memory; {} when every entry streams or they do not fit. (`expand_grid` has checked
+    every entry's caches already; each is opened once here, however many entries share it.)"""
+    opened: dict[str, FeatureCache] = {}
+    wanted: dict[tuple[str, tuple[int, ...]], FeatureCache] = {}
     for _, settings in entries:
         cfg = resolve_train_temporal_config({**settings, "out": "unused"})
         if cfg.cache_in_memory == "off":
             continue
-        train, val = check_inputs(cfg)
-        for cache, training in ((train, True), (val, False)):
-            if cache is not None:
-                views = frame_selection(cache, cfg.frames, train=training).views_needed()
-                wanted.setdefault((str(cache.dir.resolve()), views), cache)
+        for path, training in ((cfg.train_cache, True), (cfg.val_cache, False)):
+            if path is None:
+                continue
+            folder = str(Path(path).resolve())
+            if folder not in opened:
+                opened[folder] = FeatureCache(folder)
+            views = frame_selection(opened[folder], cfg.frames, train=training).views_needed()
+            wanted.setdefault((folder, views), opened[folder])
     nbytes = sum(resident_bytes(cache, views) for (_, views), cache in wanted.items())
     if not wanted or nbytes > HOST_FRACTION * host_available_bytes():
         if wanted:

@@ -101,9 +101,7 @@ class WindowedEpochSampler(EpochSampler):
     def rank_order(self) -> tuple[np.ndarray, np.ndarray]:
         """(items, window) of this rank's positions: every `world_size`-th of the global order."""
         order, window_id = self.global_order()
-        if self.pad and self.size % self.world_size:
-            order, window_id = (np.resize(a, len(self) * self.world_size) for a in (order, window_id))
-        return order[self.rank :: self.world_size], window_id[self.rank :: self.world_size]
+        return self.rank_share(order), self.rank_share(window_id)
 
     def indices(self) -> np.ndarray:
         return self.rank_order()[0]

@@ -27,7 +27,7 @@ from sfa_cache.cache.layout import PLACEMENTS
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.data.batches import EpochSampler
 from sfa_cache.errors import SfaError
-from sfa_cache.runtime import BAR_INTERVAL
+from sfa_cache.runtime import BAR_INTERVAL, host_available_bytes
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +53,6 @@ class ResidentFeatures:
     @property
     def nbytes(self) -> int:
         return self.tokens.numel() * self.tokens.element_size()
-
-    @property
-    def placement(self) -> str:
-        return "gpu" if self.tokens.device.type == "cuda" else "ram"
 
     def to(self, device: torch.device) -> ResidentFeatures:
         """A copy on `device` (the same object when it is there already)."""
@@ -104,20 +100,6 @@ def load_resident(cache: FeatureCache, views: tuple[int, ...], *, device: torch.
     if shared:
         labels.share_memory_()
     return ResidentFeatures(tokens=tokens, labels=labels, clips=clips, views=tuple(views), source=str(cache.dir))
-
-
-def host_available_bytes() -> int:
-    """MemAvailable from /proc/meminfo (what can be allocated without swapping), else physical memory."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def choose_placement(requested: str, nbytes: int, device: torch.device, *, step_bytes: int = 0,

@@ -113,15 +113,14 @@ class StreamingBatches:
                 filled = 0
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, int]]:
-        carry_x: list[torch.Tensor] = []
-        carry_y: list[torch.Tensor] = []
+        carry: tuple[torch.Tensor, torch.Tensor] | None = None  # a window's tail, short of a batch
         for x, y in self.windows():
-            if carry_x:
-                x, y = torch.cat([*carry_x, x]), torch.cat([*carry_y, y])
+            if carry is not None:
+                x, y = torch.cat([carry[0], x]), torch.cat([carry[1], y])
             full = len(y) - len(y) % self.batch_size
             for start in range(0, full, self.batch_size):
                 stop = start + self.batch_size
                 yield (*to_training_device(x[start:stop], y[start:stop], self.device), 0)
-            carry_x, carry_y = [x[full:]], [y[full:]]
-        if carry_x and len(carry_y[0]):
-            yield (*to_training_device(carry_x[0], carry_y[0], self.device), 0)
+            carry = (x[full:], y[full:]) if full < len(y) else None
+        if carry is not None:
+            yield (*to_training_device(*carry, self.device), 0)

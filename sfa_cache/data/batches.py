@@ -58,15 +58,20 @@ class EpochSampler(Sampler):
             return -(-self.size // self.world_size)
         return len(range(self.rank, self.size, self.world_size))
 
+    def rank_share(self, per_position: np.ndarray) -> np.ndarray:
+        """This rank's positions of a global per-position array [size]: every `world_size`-th,
+        after padding by wrapping round (training) so all ranks get `len(self)`."""
+        if self.pad and self.size % self.world_size:
+            per_position = np.resize(per_position, len(self) * self.world_size)  # wraps round
+        return per_position[self.rank :: self.world_size]
+
     def indices(self) -> np.ndarray:
         """[len(self)] the dataset indices this rank takes in the current epoch, in order."""
         if self.shuffle:
             order = np.random.default_rng([self.seed, self.epoch, 0x5A]).permutation(self.size)
         else:
             order = np.arange(self.size)
-        if self.pad and self.size % self.world_size:
-            order = np.resize(order, len(self) * self.world_size)  # wraps round
-        return order[self.rank :: self.world_size]
+        return self.rank_share(order)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter((self.epoch, int(i)) for i in self.indices())
