@@ -3,7 +3,8 @@
 Packs a synthetic dataset each way, then measures, in one process (what one data worker does):
 the time to index the input (the first time, and again: shard indexes are saved), and clips/s of
 Stage 1's evaluation item (`--frames` frames of each video decoded, resized and cropped) over
-every clip in order.
+every clip in order. Encoded video (files and shards) is read with each of `--backends`, each as
+a ratio to the first one measured in the same run; HDF5 frames need no decoder.
 
     python -m benchmarks.input_formats --workdir /tmp/sfa-bench
 """
@@ -74,7 +75,7 @@ def main() -> None:
     p.add_argument("--video-frames", type=int, default=64, help="frames per video")
     p.add_argument("--size", type=int, default=128, help="frame side of the videos")
     p.add_argument("--frames", type=int, default=16, help="frames per clip read")
-    p.add_argument("--backend", default="decord")
+    p.add_argument("--backends", default="decord,pyav,torchcodec", help="decoders of encoded video, comma-separated")
     args = p.parse_args()
 
     root = args.workdir / f"inputs-{args.per_class}x{args.video_frames}f-{args.size}px"
@@ -90,16 +91,20 @@ def main() -> None:
         if not path.is_file():
             write_h5(path, csv, encoding)
         sources[f"HDF5, {encoding} frames"] = (str(path), path.stat().st_size)
+    backends = args.backends.split(",")
     rows = []
     for name, (source, nbytes) in sources.items():
-        index_s, again_s, clips_s, n = measure(source, args.frames, args.size, args.backend)
-        rows.append(
-            [name, f"{nbytes / 2**20:.1f} MiB", f"{1e3 * index_s:.0f} ms", f"{1e3 * again_s:.0f} ms", f"{clips_s:.0f}"]
-        )
+        reference = None
+        for backend in backends if not name.startswith("HDF5") else ["-"]:
+            decoder = backends[0] if backend == "-" else backend  # HDF5 frames: unused
+            index_s, again_s, clips_s, n = measure(source, args.frames, args.size, decoder)
+            reference = reference or clips_s
+            rows.append([name, backend, f"{nbytes / 2**20:.1f} MiB", f"{1e3 * index_s:.0f} ms",
+                         f"{1e3 * again_s:.0f} ms", f"{clips_s:.0f}", f"{clips_s / reference:.2f}x"])
     print(f"machine: {machine()}")
     print(f"{n} videos of {args.video_frames} frames at {args.size} px; {args.frames}-frame evaluation clips, "
-          f"{args.backend}, one process\n")
-    print(table(["input", "size on disk", "index", "index again", "clips/s"], rows))
+          "one process\n")
+    print(table(["input", "decoder", "size on disk", "index", "index again", "clips/s", f"vs {backends[0]}"], rows))
 
 
 if __name__ == "__main__":

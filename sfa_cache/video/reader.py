@@ -1,6 +1,6 @@
 """Opening a video: the backend selector over files, tar members and HDF5 frame stores.
 
-One module per backend (`decord_reader`, `pyav_reader`, `h5_reader`), all behind the
+One module per backend (`decord_reader`, `pyav_reader`, `torchcodec_reader`, `h5_reader`), all behind the
 `VideoReader` interface of `base`; this module only picks one. The decoders themselves are
 imported when a reader is made, so importing this module initialises no decoder.
 """
@@ -18,8 +18,10 @@ from sfa_cache.video.decord_reader import DecordReader
 from sfa_cache.video.h5_reader import H5FrameReader
 from sfa_cache.video.locations import H5Video, TarMember, VideoLocation
 from sfa_cache.video.pyav_reader import PyAVReader
+from sfa_cache.video.torchcodec_reader import TorchCodecReader
 
-BACKENDS = ("decord", "pyav")
+BACKENDS = ("decord", "pyav", "torchcodec")
+_READERS = {"decord": DecordReader, "pyav": PyAVReader, "torchcodec": TorchCodecReader}
 
 
 def open_video(location: VideoLocation | str, backend: str = "decord") -> VideoReader:
@@ -39,7 +41,7 @@ def open_video(location: VideoLocation | str, backend: str = "decord") -> VideoR
             source = location.read()
         except OSError as e:
             raise VideoReadError(name, f"cannot read the tar member: {e}") from None
-    return DecordReader(source, name) if backend == "decord" else PyAVReader(source, name)
+    return _READERS[backend](source, name)
 
 
 def read_index_sets(reader: VideoReader, index_sets: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
