@@ -119,6 +119,9 @@ def optim_options(*, mixup_help: str, spatial_lr_scale: bool) -> Callable[[F], F
         click.option("--mixup", default=Optim.mixup, show_default=True, help=mixup_help),
         click.option("--amp", type=click.Choice(AMP_MODES), default=Optim.amp, show_default=True,
                      help="Mixed precision (fp16 needs CUDA)."),
+        click.option("--ema", type=float, default=Optim.ema, show_default=True, metavar="DECAY",
+                     help="Also keep an exponential moving average of the weights with this decay (e.g. 0.999), "
+                     "validated every epoch and saved as OUT/ema; 0 = none."),
     ]
 
     def apply(f: F) -> F:

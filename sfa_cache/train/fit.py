@@ -26,6 +26,8 @@ log = logging.getLogger("sfa_cache")
 
 BEST_DIR = "best"  # OUT/best: the best epoch by validation top-1, a run directory of its own
 BEST_FILE = "best.json"
+EMA_DIR = "ema"  # OUT/ema: the weights' moving average at the last epoch (--ema), a run directory too
+EMA_FILE = "ema.json"
 
 
 def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, record: RunRecord, classes: list[str],
@@ -134,6 +136,10 @@ def fit(
         if val_loader is not None:
             record.update(evaluate(model, val_loader, device=trainer.device, num_classes=trainer.num_classes,
                                    amp=trainer.cfg.amp))
+            if trainer.ema is not None:
+                ema_metrics = evaluate(trainer.ema.module, val_loader, device=trainer.device,
+                                       num_classes=trainer.num_classes, amp=trainer.cfg.amp, desc="eval (EMA)")
+                record.update({f"ema_{k}": v for k, v in ema_metrics.items()})
         record.update(step=trainer.step, lr=trainer.lr(), epoch_seconds=time.perf_counter() - t0,
                       peak_mem_mb=round(peak_memory_mb(trainer.device), 1))
         if main:  # every rank holds the same weights and the reduced metrics; one writes them
@@ -141,13 +147,17 @@ def fit(
             save_model_weights(model, out)
             if val_loader is not None and record["val_top1"] > max(val_top1, default=-math.inf):
                 save_best(model, out, record)  # before the state: a resumed run has its best already
+            if trainer.ema is not None:
+                save_run_copy(trainer.ema.module, out, EMA_DIR, EMA_FILE, {"decay": trainer.cfg.ema, **{
+                    k: record[k] for k in ("epoch", "step", "ema_val_top1", "ema_val_top5") if k in record}})
             rd.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
             if tracking is not None:  # after the state: what the trackers show is resumable
                 tracking.record(record)
         barrier()
         if main:
-            log.info("epoch %d/%d  loss %.4f  %s  (%.1fs)", epoch + 1, epochs, record["train_loss"],
+            log.info("epoch %d/%d  loss %.4f  %s%s  (%.1fs)", epoch + 1, epochs, record["train_loss"],
                      f"val top-1 {record['val_top1']:.2f}  top-5 {record['val_top5']:.2f}" if val_loader else "no val",
+                     f"  EMA top-1 {record['ema_val_top1']:.2f}" if "ema_val_top1" in record else "",
                      record["epoch_seconds"])
         last = record
         ran += 1
@@ -161,24 +171,29 @@ def fit(
 
 
 def save_best(model: ViViTFE, out: Path, record: dict[str, Any]) -> None:
-    """OUT/best: a run directory of the best epoch so far by validation top-1 (config.json,
-    classes.json, model.safetensors, and best.json saying which epoch), usable wherever a run is
-    (`evaluate --run OUT/best`, `extract --model OUT/best`, `assemble OUT/best`).
+    """OUT/best: the best epoch so far by validation top-1 (best.json says which epoch)."""
+    save_run_copy(model, out, BEST_DIR, BEST_FILE, {k: record[k] for k in ("epoch", "step", "val_top1", "val_top5")
+                                                    if k in record})
 
-    Built beside it and swapped in by renames, so OUT/best is always one whole epoch's.
+
+def save_run_copy(model: ViViTFE, out: Path, name: str, info_file: str, info: dict[str, Any]) -> None:
+    """OUT/<name>: a run directory of its own for `model` (config.json, classes.json,
+    model.safetensors and `info_file` holding `info`), usable wherever a run is
+    (`evaluate --run OUT/best`, `extract --model OUT/ema`, `assemble OUT/best`).
+
+    Built beside it and swapped in by renames, so OUT/<name> is always one whole epoch's.
     """
-    staging, best, old = out / ".best.tmp", out / BEST_DIR, out / ".best.old"
+    staging, final, old = out / f".{name}.tmp", out / name, out / f".{name}.old"
     for leftover in (staging, old):
         shutil.rmtree(leftover, ignore_errors=True)
     staging.mkdir()
-    for name in (CONFIG_FILE, CLASSES_FILE):
-        shutil.copy2(out / name, staging / name)
+    for file in (CONFIG_FILE, CLASSES_FILE):
+        shutil.copy2(out / file, staging / file)
     save_model_weights(model, staging)
-    atomic_write_json(staging / BEST_FILE, {k: record[k] for k in ("epoch", "step", "val_top1", "val_top5")
-                                            if k in record})
-    if best.exists():
-        best.rename(old)
-    staging.rename(best)
+    atomic_write_json(staging / info_file, info)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
     shutil.rmtree(old, ignore_errors=True)
 
 

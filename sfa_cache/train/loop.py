@@ -12,10 +12,12 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
+from timm.utils.model_ema import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
 from sfa_cache.distributed import all_reduce_sum, dist_info, is_distributed
+from sfa_cache.errors import SfaError
 from sfa_cache.runtime import BAR_INTERVAL, autocast
 from sfa_cache.train.losses import mixup, soft_cross_entropy, soft_targets
 from sfa_cache.train.metrics import topk_correct
@@ -58,6 +60,10 @@ class Trainer:
             model, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum, cfg.spatial_lr_scale
         )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == "fp16")
+        # The weights' moving average: timm's ModelEmaV3 (a copy of the model, lerped after every
+        # optimiser step, in place and batched; the first step copies). Frozen parameters average
+        # to themselves. Every rank holds the same weights, so every rank's average is the same.
+        self.ema = ModelEmaV3(model, decay=cfg.ema) if cfg.ema else None
         self.step = 0
         self.epoch = 0  # epochs completed
 
@@ -73,6 +79,7 @@ class Trainer:
             "world_size": dist_info().world_size,
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
+            "ema": self.ema.module.state_dict() if self.ema is not None else None,
             "step": self.step,
             "epoch": self.epoch,
             "seed": self.seed,
@@ -84,6 +91,10 @@ class Trainer:
         self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if state.get("ema") is None:
+                raise SfaError("this run was trained without --ema; resume it without --ema")
+            self.ema.module.load_state_dict(state["ema"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
 
     def train_epoch(
@@ -131,6 +142,8 @@ class Trainer:
                 self.scaler.update()
                 opt.zero_grad(set_to_none=True)
                 self.step += 1
+                if self.ema is not None:
+                    self.ema.update(self.module, step=self.step)
                 rate = seen / max(1e-9, time.perf_counter() - t0)
                 bar.set_postfix(loss=f"{total_loss / max(1, seen):.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
                 if log is not None and log_every and self.step % log_every == 0:

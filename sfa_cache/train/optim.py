@@ -39,6 +39,7 @@ class OptimConfig:
     mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 disables
     amp: str = "none"  # none | bf16 | fp16 (fp16 only on CUDA)
     spatial_lr_scale: float = 1.0  # the spatial ViT's lr relative to --lr (e.g. 0.1 for a pre-trained backbone)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.999); 0 = none
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -53,6 +54,8 @@ class OptimConfig:
             raise SfaError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
         if not 0 <= self.label_smoothing < 1:
             raise SfaError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.ema < 1:
+            raise SfaError(f"--ema is a decay in [0, 1) (e.g. 0.999; 0 = no EMA), got {self.ema}")
 
 
 def param_groups(model: nn.Module, weight_decay: float, spatial_lr_scale: float = 1.0) -> list[dict]:

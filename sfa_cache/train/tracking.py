@@ -54,7 +54,7 @@ def resolve_trackers(spec: str) -> tuple[str, ...]:
 
 def _scalars(record: dict[str, Any]) -> dict[str, float]:
     """The numeric fields of a metrics record, as TensorBoard tags (train/... per step, epoch/... or
-    val/... per epoch)."""
+    val/... per epoch, the weights' moving average under val_ema/...)."""
     kind = record.get("kind")
     out = {}
     for key, value in record.items():
@@ -64,6 +64,8 @@ def _scalars(record: dict[str, Any]) -> dict[str, float]:
             tag = f"train_step/{key}"
         elif key.startswith("val_"):
             tag = f"val/{key[4:]}"
+        elif key.startswith("ema_val_"):
+            tag = f"val_ema/{key[8:]}"
         else:
             tag = f"epoch/{key}"
         out[tag] = float(value)
@@ -138,7 +140,7 @@ class Tracking:
         if self.tb is not None:
             if final:
                 metrics = {f"hparam/{k}": float(v) for k, v in final.items()
-                           if k.startswith("val_top") and isinstance(v, (int, float))}
+                           if k.startswith(("val_top", "ema_val_top")) and isinstance(v, (int, float))}
                 self.tb.add_hparams(_flat_hparams(self.config), metrics or {"hparam/epochs": final.get("epoch", 0)},
                                     run_name="hparams")
             self.tb.close()
