@@ -63,12 +63,25 @@ def list_cmd(cache_root: str) -> None:
 @cache_group.command("verify")
 @click.argument("cache_dir", type=_DIR)
 @input_option(help=f"Also check that the cache covers this input's clips: {INPUT_HELP}.")
-@click.option("--root", type=_DIR, help="Folder video paths are relative to (with --manifest).")
+@click.option("--root", type=_DIR, help="Folder the input's video paths are relative to (with --manifest or --parity).")
 @click.option("--split", help="Manifest split the cache was made from (with --manifest).")
-def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: str | None) -> None:
-    """Check every shard's marker and checksum, shapes, NaN placement and manifest coverage.
+@click.option("--parity", type=click.IntRange(min=1), metavar="N",
+              help="Also recompute N random clips (every view) from their videos through the cache's recorded model "
+              "and preprocessing, and compare with the stored tokens.")
+@click.option("--tolerance", type=float, help="Largest difference --parity accepts, |stored - recomputed| / "
+              "max(1, |recomputed|) per value [default: 1e-2, or 5e-2 for a cache extracted under AMP].")
+@click.option("--seed", default=0, show_default=True, help="Which clips --parity draws.")
+@click.option("--device", default="auto", show_default=True, help="Where --parity runs the model.")
+def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: str | None, parity: int | None,
+               tolerance: float | None, seed: int, device: str) -> None:
+    """Check every shard's marker and checksum, shapes, NaN placement and manifest coverage;
+    with --parity, also that the stored features are what the model computes.
 
     Exits non-zero, listing every problem, when anything is wrong.
+
+    \b
+    Example:
+      sfa-cache cache verify caches/train-train-32f-0123abcd --parity 8
     """
     from sfa_cache.cache.index import read_cache_index
     from sfa_cache.cache.verify import verify_cache
@@ -78,6 +91,16 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
     if manifest is not None:
         given = read_input(manifest, read_cache_index(cache_dir).classes, root, split)
     problems = verify_cache(cache_dir, given)
+    if not problems and parity:
+        from sfa_cache.pipelines.parity import check_parity
+
+        report = check_parity(cache_dir, parity, root=root, seed=seed, device=device, tolerance=tolerance)
+        problems += report.problems
+        click.echo(f"parity: {len(report.clips)} clip(s) recomputed, largest difference {report.largest:.2e} "
+                   f"(clip {report.worst_clip}), tolerance {report.tolerance:.0e}")
+        if report.largest > report.tolerance:
+            problems.append(f"clip {report.worst_clip}: stored tokens differ from the recomputed ones by "
+                            f"{report.largest:.2e} > {report.tolerance:.0e}")
     if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)

@@ -18,6 +18,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import TINY_BACKBONE, cache_arrays
+from safetensors.torch import load_file, save_file
 
 from sfa_cache.cache import layout
 from sfa_cache.cache.index import cache_index_from_json, cache_key, read_cache_index
@@ -461,7 +462,6 @@ def test_torchrun_two_ranks_equal_one_process(tiny_run: Path, synthetic: Path, t
 def test_bare_backbone_with_local_weights(synthetic: Path, tmp_path: Path) -> None:
     """The no-Stage-1 ablation: a timm backbone whose weights come from a local file."""
     import timm
-    from safetensors.torch import save_file
 
     torch.manual_seed(5)
     image_model = timm.create_model(TINY_BACKBONE, img_size=32, num_classes=10)
@@ -594,3 +594,32 @@ def test_malformed_or_newer_indexes_and_run_records_are_one_line_errors(tiny_run
         assert r.exit_code == 1 and "run format 7" in r.output and "Traceback" not in r.output, r.output
     finally:
         record.write_text(saved)
+
+
+def test_parity_recomputes_clips_through_the_recorded_model_and_preprocessing(
+    tiny_run: Path, synthetic: Path, tmp_path: Path
+) -> None:
+    """`cache verify --parity N`: augmented train views (seeded per clip) and eval crops are made
+    again from the videos and encoded again; the difference is float16 storage, nothing more."""
+    from sfa_cache.pipelines.parity import check_parity
+
+    run = tmp_path / "run"  # a copy: its weights change below
+    shutil.copytree(tiny_run, run)
+    train = run_extract(_cfg(run, synthetic / "val.csv", tmp_path, views=2, seed=3, randaugment_ops=2,
+                             randaugment_magnitude=9, num_workers=0))
+    val = run_extract(_cfg(run, synthetic / "val.csv", tmp_path, mode="eval", eval_crops=3, num_workers=0))
+    for result in (train, val):
+        report = check_parity(result.cache_dir, 3, progress=False)
+        assert report.ok and len(report.clips) == 3 and len(set(report.clips)) == 3
+        assert 0 < report.largest < 2e-3  # float16 rounding of O(1) tokens: at most 2^-11 relative
+    r = CliRunner().invoke(cli, ["cache", "verify", str(train.cache_dir), "--parity", "2"])
+    assert r.exit_code == 0 and "parity: 2 clip(s) recomputed" in r.output and "ok:" in r.output
+    # A bar below float16's resolution: the check reports the difference and fails.
+    r = CliRunner().invoke(cli, ["cache", "verify", str(train.cache_dir), "--parity", "2", "--tolerance", "1e-7"])
+    assert r.exit_code == 1 and "differ from the recomputed ones" in r.output and "Traceback" not in r.output
+
+    # Weights changed since extraction: refused, naming the fingerprints, before any clip is compared.
+    weights = str(run / "model.safetensors")
+    save_file({k: v + 0.01 if k.startswith("spatial.") else v for k, v in load_file(weights).items()}, weights)
+    r = CliRunner().invoke(cli, ["cache", "verify", str(val.cache_dir), "--parity", "2"])
+    assert r.exit_code == 1 and "changed since extraction" in r.output and "Traceback" not in r.output

@@ -44,6 +44,25 @@ log = logging.getLogger(__name__)
 ALL_FAILED_LIMIT = 16
 
 
+@torch.inference_mode()
+def encode_frames(backbone: nn.Module, frames: torch.Tensor, spec: ClipSpec, device: torch.device,
+                  amp: str) -> torch.Tensor:
+    """uint8 [N, 3, S, S], not normalised -> CLS tokens [N, D] float32 on the CPU.
+
+    The frames cross to the device as uint8 and are normalised there in float32, with the
+    operations of the CPU transforms (so a CPU run equals normalising on the CPU, bit for bit).
+    Under AMP, autocast casts them at the patch embedding, as it cast the float frames workers
+    shipped before (in float16 under CUDA AMP: now one rounding fewer). Float frames (a cache
+    made with the float32 transport) are taken as already normalised.
+    """
+    x = frames.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        x = normalise_uint8(x, spec.mean, spec.std)
+    with autocast(device, amp):
+        tokens = backbone(x)
+    return tokens.float().cpu()
+
+
 @dataclass
 class ExtractStats:
     clips: int = 0
@@ -99,19 +118,9 @@ class ShardExtractor:
         self.failure_log = failure_log
         self.dim: int = backbone.embed_dim
 
-    @torch.inference_mode()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, 3, S, S], not normalised -> [N, D] float32 on the CPU.
-
-        The frames cross to the device as uint8 and are normalised there in float32, with the
-        operations of the CPU transforms (so a CPU run equals normalising on the CPU, bit for
-        bit). Under AMP, autocast casts them at the patch embedding, as it cast the float frames
-        workers shipped before (in float16 under CUDA AMP: now one rounding fewer).
-        """
-        x = normalise_uint8(frames.to(self.device, non_blocking=True), self.spec.mean, self.spec.std)
-        with autocast(self.device, self.cfg.amp):
-            tokens = self.backbone(x)
-        return tokens.float().cpu()
+        """uint8 [N, 3, S, S], not normalised -> [N, D] float32 on the CPU (`encode_frames`)."""
+        return encode_frames(self.backbone, frames, self.spec, self.device, self.cfg.amp)
 
     def run(self, shards: Sequence[ShardPlan], entries: Sequence[ManifestEntry]) -> ExtractStats:
         """Extract `shards` (global clip ranges into `entries`); each ends with its marker."""

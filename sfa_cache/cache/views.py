@@ -10,12 +10,17 @@ operations where the model runs (`ShardExtractor.encode`, with `normalise_uint8`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from sfa_cache.video.clips import ClipSpec, make_views
 from sfa_cache.video.locations import VideoLocation
+from sfa_cache.video.transforms import AugmentConfig
+
+if TYPE_CHECKING:
+    from sfa_cache.cache.index import CacheIndex
 
 
 @dataclass(frozen=True)
@@ -54,3 +59,19 @@ def decode_float_views(job: ClipJob) -> tuple[torch.Tensor, np.ndarray]:
     """
     views, frame_index = make_views(job.path, job.spec, _view_rngs(job))
     return views, frame_index.astype(np.int32)
+
+
+def clip_spec_of(index: CacheIndex) -> ClipSpec:
+    """How the cache's views were made, rebuilt from its index (what `describe_job` recorded)."""
+    views, train = index.extraction.views, index.extraction.views.mode == "train"
+    return ClipSpec(
+        frames=index.frames, image_size=index.spatial.image_size, mean=tuple(index.spatial.mean),
+        std=tuple(index.spatial.std), train=train, backend=index.extraction.decoder,
+        augment=AugmentConfig(**(views.augment or {})) if train else AugmentConfig(),
+        views=views.count if train else 1, crops=1 if train else (views.crops or 1),
+    )
+
+
+def view_decoder_of(index: CacheIndex) -> Callable[[ClipJob], tuple[torch.Tensor, np.ndarray]]:
+    """The decode function the cache's frames went through (its recorded transport)."""
+    return decode_views if index.extraction.transport == "uint8" else decode_float_views
