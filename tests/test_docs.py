@@ -93,3 +93,9 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
                           text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "work/stage2/assembled/eval/val-1x1/metrics.json").is_file()
+    # docs/python-api.md's example reads the walk-through's runs and caches: run it as written.
+    (example,) = re.findall(r"```python\n(.*?)```", (REPO / "docs/python-api.md").read_text(), flags=re.S)
+    proc = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(3, 1, 16, 192) float32" in proc.stdout and "'top': [" in proc.stdout

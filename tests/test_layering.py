@@ -27,6 +27,7 @@ LAYERS = [
     ["sfa_cache.train"],
     ["sfa_cache.cost"],
     ["sfa_cache.pipelines"],
+    ["sfa_cache.api"],
     ["sfa_cache.cli"],
     ["sfa_cache.__main__"],
 ]

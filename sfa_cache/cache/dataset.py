@@ -31,7 +31,9 @@ def check_frames(cache: FeatureCache, frames: int) -> None:
 
 
 class CachedFeatureDataset(torch.utils.data.Dataset):
-    """Items keyed `(epoch, index)` (see `EpochSampler`) over the cache's *valid* clips.
+    """Items keyed `(epoch, index)` (see `EpochSampler`) over the cache's *valid* clips, or by a
+    plain `index` at the epoch of the last `set_epoch` (0 before any): a plain
+    `DataLoader(shuffle=True)` then varies views and offsets per epoch too.
 
     Clips that failed to decode at extraction (NaN features) are left out up front and counted
     in `skipped`, so batches are always full.
@@ -51,6 +53,13 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         if not len(self.clips):
             raise SfaError(f"{cache.dir} holds no valid clip")
         self.selection = frame_selection(cache, frames, train=train, seed=seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch plain integer keys draw for. DataLoader workers get a copy of the dataset
+        when an epoch's iteration starts (not with `persistent_workers=True`, whose copies keep
+        the epoch they started with: use `EpochSampler` there)."""
+        self.epoch = epoch
 
     @property
     def shard_of(self) -> np.ndarray:
@@ -61,7 +70,8 @@ class CachedFeatureDataset(torch.utils.data.Dataset):
         return len(self.clips)
 
     def __getitem__(self, key: tuple[int, int] | int) -> tuple[torch.Tensor, int]:
-        epoch, index = key if isinstance(key, tuple) else (0, key)
+        """-> (tokens float32 [frames, D], label)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
         clip = int(self.clips[index])
         views, frames = self.selection.draw(epoch, np.array([clip]))
         features = self.cache.features(clip)  # [V, F_cached, D]
