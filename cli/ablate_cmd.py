@@ -19,7 +19,8 @@ def ablate_cmd(grid: str, out: str, devices: str | None) -> None:
     """Run a list or product of Stage-2 settings against one cache; tabulate the results.
 
     Writes OUT/<entry>/ (a train-temporal run each), OUT/results.csv and OUT/results.md
-    (top-1, top-5, train time, peak memory, parameters trained). A rerun skips finished
+    (top-1, top-5, train time, peak memory, parameters trained) and OUT/results.png (top-1
+    against parameters trained, training seconds and frames). A rerun skips finished
     entries. Example grid (paper Table 1, frozen spatial rows): examples/grids/table1.json.
     """
     from sfa_cache.pipelines.ablate import COLUMNS, run_ablation

@@ -20,6 +20,7 @@ from sfa_cache.cli.evaluate_cmd import evaluate_cmd, predict_cmd
 from sfa_cache.cli.extract_cmd import extract_cmd
 from sfa_cache.cli.pack_cmd import pack_wds_cmd
 from sfa_cache.cli.plan_cmd import plan_cmd
+from sfa_cache.cli.plot_cmd import plot_cmd
 from sfa_cache.cli.stage1_cmd import stage1_cmd
 from sfa_cache.cli.synthetic_cmd import make_synthetic_cmd
 from sfa_cache.cli.train_temporal_cmd import assemble_cmd, train_temporal_cmd
@@ -58,6 +59,6 @@ def cli(verbose: bool) -> None:
 # In the order of the recipe, which `sfa-cache --help` keeps.
 for command in (
     make_synthetic_cmd, convert_group, pack_wds_cmd, stage1_cmd, extract_cmd, cache_group, train_temporal_cmd,
-    assemble_cmd, evaluate_cmd, predict_cmd, ablate_cmd, demo_cmd, plan_cmd,
+    assemble_cmd, evaluate_cmd, predict_cmd, ablate_cmd, plot_cmd, demo_cmd, plan_cmd,
 ):
     cli.add_command(command)

@@ -10,7 +10,8 @@ base + run + one combination of the product:
 
 Each entry trains in a fresh process (so its peak memory is its own), one at a time, or one per
 device when several GPUs are given; an entry whose run directory holds `result.json` is done and
-is skipped on a rerun. results.csv and results.md are rewritten after every entry.
+is skipped on a rerun. results.csv and results.md are rewritten after every entry; results.png
+(top-1 against parameters trained, training seconds and frames) is drawn at the end.
 
 The caches are read once for the whole grid: unless every entry streams (`cache_in_memory: off`),
 the parent loads each cache the entries use into shared host memory and every entry maps that
@@ -41,6 +42,7 @@ from sfa_cache.configs import read_settings_file
 from sfa_cache.errors import SfaError
 from sfa_cache.fresh_process import die_with_parent
 from sfa_cache.pipelines.job_configs import resolve_train_temporal_config
+from sfa_cache.pipelines.plot_runs import plot_ablation
 from sfa_cache.pipelines.train_temporal import check_inputs, run_train_temporal
 from sfa_cache.report import markdown_table
 from sfa_cache.runtime import LOG_DATEFMT, host_available_bytes
@@ -246,4 +248,5 @@ def run_ablation(grid: str | Path, out: str | Path, *, devices: Optional[Sequenc
                 log.error("%s %s", name, rows[name]["status"])
             _write_tables(out, ordered())
     _write_tables(out, ordered())
+    plot_ablation(ordered(), out / "results.png", title=f"ablation {out.name}")
     return ordered()

@@ -70,3 +70,50 @@ def cost_bars(path: str | os.PathLike, costs: dict[str, dict[str, float]], *, ti
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="lower right")
     _save(fig, path)
+
+
+def run_curves(path: str | os.PathLike, runs: dict[str, dict[str, Sequence[float]]], *, x_label: str,
+               title: str = "") -> None:
+    """Runs overlaid, one colour each: validation top-1 (%) on the left, training loss on the
+    right, both against `x` (epochs or seconds). `runs[name]` holds equal-length sequences `x`,
+    `val_top1` (may be empty: a run without validation) and `train_loss`."""
+    fig = Figure(figsize=(10, 4.2))
+    top1_ax, loss_ax = fig.subplots(1, 2)
+    for i, (name, run) in enumerate(runs.items()):
+        colour = f"C{i % 10}"
+        marker = "." if len(run["x"]) < 40 else None
+        if run["val_top1"]:
+            top1_ax.plot(run["x"], run["val_top1"], color=colour, marker=marker, lw=1.6, label=name)
+        loss_ax.plot(run["x"], run["train_loss"], color=colour, marker=marker, lw=1.6, label=name)
+    top1_ax.set_ylabel("validation top-1 (%)")
+    top1_ax.set_ylim(0, 100)
+    loss_ax.set_ylabel("training loss")
+    loss_ax.set_ylim(bottom=0)
+    for ax in (top1_ax, loss_ax):
+        ax.set_xlabel(x_label)
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def ablation_panels(path: str | os.PathLike, rows: Sequence[dict], *, title: str = "") -> None:
+    """An ablation's entries (rows with name, top1, params_trained, train_seconds, frames) as
+    three panels of validation top-1 (%): against the parameters trained (log scale), the
+    training seconds and the frames per clip; every point labelled with its entry's name."""
+    panels = [("params_trained", "parameters trained", True), ("train_seconds", "training seconds", False),
+              ("frames", "frames per clip", False)]
+    fig = Figure(figsize=(13, 4.2))
+    for ax, (key, label, log_x) in zip(fig.subplots(1, 3), panels):
+        for i, row in enumerate(rows):
+            ax.plot([row[key]], [row["top1"]], "o", color=f"C{i % 10}", ms=6)
+            ax.annotate(row["name"], (row[key], row["top1"]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7.5)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation top-1 (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path)

@@ -356,6 +356,7 @@ def test_ablation_grid_runs_once_and_tabulates(caches: dict[str, Path], stage1_r
         "name,status,top1,top5,train_seconds,peak_mem_mb,params_trained"
     )
     assert (tmp_path / "abl" / "results.md").read_text().count("| done |") == 2
+    assert (tmp_path / "abl" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the ablation figure
     stamps = {n: (tmp_path / "abl" / n / "result.json").stat().st_mtime_ns for n in ("I", "V")}
     assert run_ablation(grid, tmp_path / "abl") == rows  # the rerun skips both
     assert {n: (tmp_path / "abl" / n / "result.json").stat().st_mtime_ns for n in ("I", "V")} == stamps
@@ -469,3 +470,57 @@ def test_train_temporal_from_its_own_config_json(caches: dict[str, Path], stage1
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "b" / "assembled").exists()  # --no-assemble came back from the file
+
+
+def test_ema_weights_are_kept_validated_and_resumed(caches: dict[str, Path], stage1_run: Path, tmp_path: Path) -> None:
+    """--ema: OUT/ema holds the weights' moving average, validated each epoch; a resumed run ends
+    with the same average as an uninterrupted one; a decay near 0 follows the weights exactly."""
+    common = dict(epochs=3, mixup=0.2, assemble=False, ema=0.9)
+    run_train_temporal(_cfg(caches, stage1_run, tmp_path / "full", **common))
+    run_train_temporal(_cfg(caches, stage1_run, tmp_path / "split", stop_after=1, **common))
+    run_train_temporal(_cfg(caches, stage1_run, tmp_path / "split", **common), resume=True)
+    full, split = (load_file(str(tmp_path / r / "ema" / "model.safetensors")) for r in ("full", "split"))
+    assert full.keys() == split.keys() and all(torch.equal(full[k], split[k]) for k in full)
+    model = load_file(str(tmp_path / "full" / "model.safetensors"))
+    assert any(not torch.allclose(full[k], model[k]) for k in model)  # an average, not the last weights
+    epochs = [r for r in read_metrics(tmp_path / "full") if r["kind"] == "epoch"]
+    assert all(0 <= r["ema_val_top1"] <= 100 for r in epochs)
+    assert json.loads((tmp_path / "full" / "ema" / "ema.json").read_text()) == {
+        "decay": 0.9, "epoch": 3, "step": epochs[-1]["step"], "ema_val_top1": epochs[-1]["ema_val_top1"],
+        "ema_val_top5": epochs[-1]["ema_val_top5"]}
+    assert read_run_record(tmp_path / "full" / "ema").kind == "stage2"  # a run directory of its own
+
+    run_train_temporal(_cfg(caches, stage1_run, tmp_path / "follow", **{**common, "ema": 1e-9}))
+    ema = load_file(str(tmp_path / "follow" / "ema" / "model.safetensors"))
+    last = load_file(str(tmp_path / "follow" / "model.safetensors"))
+    assert all(torch.allclose(ema[k], last[k], atol=1e-6) for k in last)
+    record = [r for r in read_metrics(tmp_path / "follow") if r["kind"] == "epoch"][-1]
+    assert record["ema_val_top1"] == record["val_top1"]
+    with pytest.raises(SfaError, match="--ema is a decay in"):
+        _cfg(caches, stage1_run, tmp_path / "bad", ema=1.0).optim.validate()
+
+
+def test_plot_overlays_runs(caches: dict[str, Path], stage1_run: Path, tmp_path: Path) -> None:
+    """`sfa-cache plot`: the curves come from each run's epoch records; bad input is one line."""
+    from sfa_cache.pipelines.plot_runs import run_series
+
+    for name in ("a", "b"):
+        run_train_temporal(_cfg(caches, stage1_run, tmp_path / name, epochs=2, assemble=False))
+    epochs = [r for r in read_metrics(tmp_path / "a") if r["kind"] == "epoch"]
+    series = run_series(tmp_path / "a", "seconds")
+    assert series["x"] == pytest.approx([epochs[0]["train_seconds"], epochs[0]["train_seconds"]
+                                         + epochs[1]["train_seconds"]])
+    assert series["val_top1"] == [r["val_top1"] for r in epochs] and run_series(tmp_path / "a", "epoch")["x"] == [1, 2]
+    runner = CliRunner()
+    for out in ("curves.png", "curves.pdf"):
+        r = runner.invoke(cli, ["plot", str(tmp_path / "a"), str(tmp_path / "b"), "--x", "seconds",
+                                "--out", str(tmp_path / out), "--label", "first", "--label", "second"])
+        assert r.exit_code == 0, r.output
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "curves.pdf").read_bytes()[:4] == b"%PDF"
+    for args, message in ((["--out", str(tmp_path / "c.png"), str(tmp_path)], "is not a training run"),
+                          ([str(tmp_path / "a"), "--out", str(tmp_path / "c.jpg")], "use one of .png"),
+                          ([str(tmp_path / "a"), "--label", "x", "--label", "y", "--out", str(tmp_path / "c.png")],
+                           "2 --label for 1 runs")):
+        r = runner.invoke(cli, ["plot", *args])
+        assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output, r.output
