@@ -100,7 +100,8 @@ def main() -> None:
             index_s, again_s, clips_s, n = measure(source, args.frames, args.size, decoder)
             reference = reference or clips_s
             rows.append([name, backend, f"{nbytes / 2**20:.1f} MiB", f"{1e3 * index_s:.0f} ms",
-                         f"{1e3 * again_s:.0f} ms", f"{clips_s:.0f}", f"{clips_s / reference:.2f}x"])
+                         f"{1e3 * again_s:.0f} ms", f"{clips_s:.0f}",
+                         "-" if backend == "-" else f"{clips_s / reference:.2f}x"])
     print(f"machine: {machine()}")
     print(f"{n} videos of {args.video_frames} frames at {args.size} px; {args.frames}-frame evaluation clips, "
           "one process\n")
