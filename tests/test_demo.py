@@ -99,3 +99,32 @@ def test_demo_runs_every_row_reports_and_reuses(tmp_path: Path) -> None:
     results = json.loads((work / "results.json").read_text())
     assert results["seeds"] == [0, 1] and all(len(row["top1_per_seed"]) == 2 for row in results["rows"])
     assert "Verdict (mean of 2 seeds)" in two.output and " ± " in two.output
+
+
+def test_verdict_calls_a_capped_baseline_on_a_plateau_converged_and_a_rising_one_not() -> None:
+    """At its cap the baseline's cosine schedule is over: converged when its last `patience` epochs
+    brought nothing new (the patience rule, read at the cap), not when it was still climbing."""
+    from sfa_cache.data.synthetic import CLASSES
+    from sfa_cache.pipelines.demo_report import RowResult, SeedRun, verdict
+    from sfa_cache.pipelines.demo_rows import demo_rows
+    from sfa_cache.pipelines.job_configs import DemoConfig
+
+    cfg = DemoConfig(patience=3, baseline_max_epochs=6)
+    rows = {r.key: r for r in demo_rows(cfg)}
+
+    def run(top1: list[float], stopped_early: bool) -> SeedRun:
+        curve = Curve(tuple(float(s) for s in range(1, len(top1) + 1)), tuple(top1))
+        return SeedRun(top1=top1[-1], top5=100.0, per_class={c: top1[-1] for c in CLASSES}, curve=curve,
+                       cost_parts={"training": float(len(top1))}, epochs=len(top1), stopped_early=stopped_early,
+                       peak_mem_mb=1.0)
+
+    def baseline_claim(baseline: list[float]) -> str:
+        by_key = {k: RowResult(row, [run([50.0, 80.0, 90.0, 90.0, 90.0, 90.0], True)], [89.0])
+                  for k, row in rows.items()}
+        by_key["baseline"] = RowResult(rows["baseline"], [run(baseline, False)], [89.0])
+        return next(line for line in verdict(by_key, cfg) if "the converged baseline" in line)
+
+    assert "ended its 6-epoch schedule on a plateau of 3 epochs, on every seed" in baseline_claim(
+        [50.0, 95.0, 95.0, 95.0, 95.0, 95.0])
+    assert "hit its 6-epoch cap while still improving on 1 of 1 seeds" in baseline_claim(
+        [50.0, 60.0, 70.0, 80.0, 90.0, 95.0])
