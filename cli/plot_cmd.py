@@ -10,7 +10,8 @@ import click
 @click.option("--out", type=click.Path(dir_okay=False), required=True,
               help="The figure; its extension sets the format (.png, .pdf or .svg).")
 @click.option("--x", "x", type=click.Choice(["epoch", "seconds"]), default="epoch", show_default=True,
-              help="Against epochs, or the training seconds paid (validation excluded).")
+              help="Against epochs, or each run's own training seconds (validation and earlier phases, such as "
+              "Stage 1, not counted).")
 @click.option("--label", "labels", multiple=True, help="A legend name per run, in order [default: the folders].")
 @click.option("--title", default="", help="The figure's title.")
 def plot_cmd(runs: tuple[str, ...], out: str, x: str, labels: tuple[str, ...], title: str) -> None:

@@ -14,7 +14,7 @@ from sfa_cache.errors import SfaError
 from sfa_cache.plot import ablation_panels, run_curves
 from sfa_cache.train.run_dir import METRICS_FILE, read_metrics
 
-X_AXES = {"epoch": "epoch", "seconds": "training seconds (inside epochs; validation excluded)"}
+X_AXES = {"epoch": "epoch", "seconds": "the run's training seconds (inside epochs; validation excluded)"}
 FORMATS = ("png", "pdf", "svg")
 
 

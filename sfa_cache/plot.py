@@ -10,6 +10,7 @@ import os
 from typing import Sequence
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
 
 from sfa_cache.atomic import atomic_write
 from sfa_cache.compare import Curve, time_to_target
@@ -104,16 +105,22 @@ def ablation_panels(path: str | os.PathLike, rows: Sequence[dict], *, title: str
     training seconds and the frames per clip; every point labelled with its entry's name."""
     panels = [("params_trained", "parameters trained", True), ("train_seconds", "training seconds", False),
               ("frames", "frames per clip", False)]
-    fig = Figure(figsize=(13, 4.2))
-    for ax, (key, label, log_x) in zip(fig.subplots(1, 3), panels):
+    fig = Figure(figsize=(13, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3, sharey=True)
+    axes[0].set_ylabel("validation top-1 (%)")
+    for ax, (key, label, log_x) in zip(axes, panels):
         for i, row in enumerate(rows):
             ax.plot([row[key]], [row["top1"]], "o", color=f"C{i % 10}", ms=6)
             ax.annotate(row["name"], (row[key], row["top1"]), textcoords="offset points", xytext=(4, 4),
                         fontsize=7.5)
         if log_x:
             ax.set_xscale("log")
+        if key != "train_seconds":  # few distinct settings: a tick at each, in plain units (120k, not 1.2x10^5)
+            ax.set_xticks(sorted({row[key] for row in rows}))
+            ax.xaxis.set_major_formatter(EngFormatter(places=0 if key == "frames" else 1, sep=""))
+            ax.minorticks_off()
+        ax.margins(x=0.15, y=0.1)
         ax.set_xlabel(label)
-        ax.set_ylabel("validation top-1 (%)")
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)
