@@ -259,3 +259,48 @@ def test_decode_workers_do_not_rerun_the_main_script(tmp_path: Path, how: str) -
                          env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     assert out.returncode == 0 and "[1, 2, 3]" in out.stdout, out.stderr[-2000:]
     assert len(marks.read_text().split()) == 1  # the parent only
+
+
+@pytest.mark.parametrize("compressor", COMPRESSORS)
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_whole_shard_reader_equals_zarr_and_checks_every_checksum(tmp_path: Path, compressor: str, dtype: str) -> None:
+    """The one-pass shard reader gives exactly Zarr's array (failed clips, stored by Zarr as no
+    chunk at all, as NaN), falls back to None for layouts it does not know, and refuses corrupt
+    chunks and a corrupt index as Zarr does."""
+    import zarr
+
+    from sfa_cache.cache.shard_read import read_whole_features
+
+    data = _shard(9, v=2, f=3, d=4, dtype=dtype)
+    write_shard(tmp_path / "s.zarr", data, compressor)
+    features = tmp_path / "s.zarr" / "features"
+    whole = read_whole_features(features)
+    if compressor != "blosc":  # only the default layout has the fast path; FeatureCache then uses Zarr
+        assert whole is None
+        return
+    expected = zarr.open_array(str(features), mode="r")[...]
+    assert whole is not None and whole.dtype == expected.dtype and whole.shape == (9, 2, 3, 4)
+    np.testing.assert_array_equal(whole, expected)
+    assert np.isnan(whole[~data.valid]).all() and not np.isnan(whole[data.valid]).any()
+
+    shard_file = features / "c" / "0" / "0" / "0" / "0"
+    raw = shard_file.read_bytes()
+    for where, message in ((10, "chunk 0's checksum"), (len(raw) - 20, "index's checksum")):
+        broken = bytearray(raw)
+        broken[where] ^= 0xFF
+        shard_file.write_bytes(bytes(broken))
+        with pytest.raises(ValueError, match=message):
+            read_whole_features(features)
+    shard_file.write_bytes(raw)
+
+
+def test_shard_features_read_through_either_path_agree(tmp_path: Path) -> None:
+    """FeatureCache.shard_features (one-pass reader) equals the clip-by-clip Zarr reads, every view
+    and any subset of views."""
+    cache_dir, datas = _fake_cache(tmp_path, [5, 5, 3])
+    cache = FeatureCache(cache_dir)
+    for s, data in enumerate(datas):
+        np.testing.assert_array_equal(cache.shard_features(s), data.features)
+        np.testing.assert_array_equal(cache.shard_features(s, (1,)), data.features[:, [1]])
+        per_clip = np.stack([cache.features(cache.shards[s].start + i) for i in range(len(data.valid))])
+        np.testing.assert_array_equal(cache.shard_features(s), per_clip)
