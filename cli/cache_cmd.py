@@ -98,9 +98,6 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
         problems += report.problems
         click.echo(f"parity: {len(report.clips)} clip(s) recomputed, largest difference {report.largest:.2e} "
                    f"(clip {report.worst_clip}), tolerance {report.tolerance:.0e}")
-        if report.largest > report.tolerance:
-            problems.append(f"clip {report.worst_clip}: stored tokens differ from the recomputed ones by "
-                            f"{report.largest:.2e} > {report.tolerance:.0e}")
     if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 
 from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.extractor import encode_frames
+from sfa_cache.cache.extractor import encode_views
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.views import ClipJob, decode_views
 from sfa_cache.checkpoint import load_spatial
@@ -88,9 +87,7 @@ def extract_features(
             if on_error == "raise":
                 raise
             continue
-        tokens = torch.cat([encode_frames(backbone, chunk, spec, torch_device, amp)
-                            for chunk in pixels.flatten(0, 1).split(256)])
-        out[i] = tokens.reshape(spec.num_views, frames, -1).numpy()
+        out[i] = encode_views(backbone, pixels, spec, torch_device, amp).numpy()
     return out
 
 

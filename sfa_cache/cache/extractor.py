@@ -63,6 +63,15 @@ def encode_frames(backbone: nn.Module, frames: torch.Tensor, spec: ClipSpec, dev
     return tokens.float().cpu()
 
 
+def encode_views(backbone: nn.Module, views: torch.Tensor, spec: ClipSpec, device: torch.device, amp: str,
+                 batch_frames: int = 256) -> torch.Tensor:
+    """One clip's views, uint8 [V, F, 3, S, S] (or normalised float) -> CLS tokens [V, F, D]
+    float32 on the CPU, `batch_frames` frames per forward (`encode_frames`)."""
+    V, F = views.shape[:2]
+    tokens = [encode_frames(backbone, chunk, spec, device, amp) for chunk in views.flatten(0, 1).split(batch_frames)]
+    return torch.cat(tokens).reshape(V, F, -1)
+
+
 @dataclass
 class ExtractStats:
     clips: int = 0

@@ -28,8 +28,8 @@ _CHUNK_CODECS = ["bytes", "blosc", "crc32c"]
 _INDEX_CODECS = ["bytes", "crc32c"]
 
 
-def _sharded_layout(meta: dict[str, Any]) -> Optional[tuple[tuple[int, ...], tuple[int, ...]]]:
-    """(array shape, inner chunk shape) when `meta` is the layout this module reads, else None."""
+def _sharded_layout(meta: dict[str, Any]) -> Optional[tuple[int, ...]]:
+    """The array's shape when `meta` is the layout this module reads, else None."""
     codecs = meta.get("codecs") or []
     if sys.byteorder != "little" or meta.get("zarr_format") != 3 or len(codecs) != 1:
         return None
@@ -48,7 +48,7 @@ def _sharded_layout(meta: dict[str, Any]) -> Optional[tuple[tuple[int, ...], tup
     inner = tuple(config["chunk_shape"])
     if inner[0] != 1 or inner[1:] != shape[1:]:
         return None
-    return shape, inner
+    return shape
 
 
 def read_whole_features(array_dir: Path) -> Optional[np.ndarray]:
@@ -58,10 +58,9 @@ def read_whole_features(array_dir: Path) -> Optional[np.ndarray]:
     from numcodecs import Blosc
 
     meta = json.loads((array_dir / "zarr.json").read_text())
-    layout = _sharded_layout(meta)
-    if layout is None:
+    shape = _sharded_layout(meta)
+    if shape is None:
         return None
-    shape, _ = layout
     out = np.full(shape, np.nan, dtype=np.dtype(meta["data_type"]))
     data_file = array_dir / "c" / "/".join("0" * len(shape))
     if not data_file.is_file():  # every chunk was the fill value: Zarr wrote no shard file
