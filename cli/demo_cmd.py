@@ -7,6 +7,7 @@ import click
 from sfa_cache.cli.options import command_settings, config_option
 from sfa_cache.configs import config_from_dict
 from sfa_cache.pipelines.job_configs import DemoConfig
+from sfa_cache.runtime import AMP_MODES
 
 D = DemoConfig
 
@@ -40,6 +41,8 @@ D = DemoConfig
 @click.option(
     "--pretrain-steps", default=D.pretrain_steps, show_default=True, help="Steps of the stand-in image pre-training."
 )
+@click.option("--amp", type=click.Choice(("auto", *AMP_MODES)), default=D.amp, show_default=True,
+              help="Mixed precision of every phase; auto: bf16 on a GPU or a CPU with AVX512-BF16/AMX, else none.")
 @click.option("--device", default=D.device, show_default=True)
 @click.option("--num-workers", default=D.num_workers, show_default=True)
 @click.option("--seed", default=D.seed, show_default=True, help="The first seed.")

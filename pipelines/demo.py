@@ -17,6 +17,7 @@ Then `demo_report` writes results.md, results.json, results.png and cost.png in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -37,7 +38,7 @@ from sfa_cache.pipelines.job_configs import (
     resolve_stage1_config,
     resolve_train_temporal_config,
 )
-from sfa_cache.runtime import resolve_device
+from sfa_cache.runtime import resolve_device, runs_bf16_fast
 from sfa_cache.train.image_pretrain import ImagePretrainConfig, pretrain_on_synthetic_frames
 
 log = logging.getLogger("sfa_cache")
@@ -54,7 +55,8 @@ def _phase_data(cfg: DemoConfig, work: Path, seed: int) -> dict[str, Any]:
 
 
 def _phase_image(cfg: DemoConfig, work: Path, seed: int) -> dict[str, Any]:
-    pre = ImagePretrainConfig(backbone=cfg.backbone, image_size=cfg.image_size, steps=cfg.pretrain_steps, seed=seed)
+    pre = ImagePretrainConfig(backbone=cfg.backbone, image_size=cfg.image_size, steps=cfg.pretrain_steps, seed=seed,
+                              amp=cfg.amp)
     return pretrain_on_synthetic_frames(pre, work / IMAGE_WEIGHTS, resolve_device(cfg.device))
 
 
@@ -85,6 +87,7 @@ def _phase_video(cfg: DemoConfig, work: Path, seed: int, row: Row) -> dict[str, 
             warmup_epochs=1,
             weight_decay=0.05,
             num_workers=cfg.num_workers,
+            amp=cfg.amp,
             device=cfg.device,
             seed=seed,
             log_every=0,
@@ -106,6 +109,7 @@ def _phase_extract(cfg: DemoConfig, work: Path, seed: int, source: str) -> dict[
         flip_prob=0.0,
         color_jitter_prob=cfg.color_jitter_prob,
         num_workers=cfg.num_workers,
+        amp=cfg.amp,
         device=cfg.device,
         seed=seed,
         **model,
@@ -127,7 +131,7 @@ def _phase_stage2(cfg: DemoConfig, work: Path, seed: int, row: Row) -> dict[str,
         train_cache=caches["train"], val_cache=caches["val"], out=str(work / row.key), temporal_init=row.temporal_init,
         adapter=row.adapter, frames=row.frames, epochs=cfg.stage2_max_epochs, patience=cfg.patience, optimizer="adamw",
         lr=cfg.stage2_lr, warmup_epochs=1, weight_decay=0.05, batch_size=cfg.stage2_batch_size,
-        num_workers=cfg.num_workers, device=cfg.device, seed=seed, log_every=0, **model))
+        amp=cfg.amp, num_workers=cfg.num_workers, device=cfg.device, seed=seed, log_every=0, **model))
     return run_train_temporal(s2, resume=(work / row.key / "config.json").is_file())
 
 
@@ -141,6 +145,7 @@ def _phase_evaluate(cfg: DemoConfig, work: Path, seed: int, rows: list[Row]) -> 
                 run=str(work / row.model_dir),
                 manifest=str(work / "data" / "val.csv"),
                 num_workers=cfg.num_workers,
+                amp=cfg.amp,
                 device=cfg.device,
                 out=str(work / "eval" / row.key),
             )
@@ -189,6 +194,8 @@ def run_seed(cfg: DemoConfig, work: Path, seed: int) -> dict[str, Any]:
 def run_demo(cfg: DemoConfig) -> str:
     """Run (or finish) every phase of every seed in `cfg.workdir`; write and return the report."""
     cfg.validate()
+    if cfg.amp == "auto":  # resolved once, so demo.json says what every phase ran with
+        cfg = dataclasses.replace(cfg, amp="bf16" if runs_bf16_fast(resolve_device(cfg.device)) else "none")
     work = Path(cfg.workdir)
     work.mkdir(parents=True, exist_ok=True)
     # More seeds later reuse the finished ones; any other change needs another folder.

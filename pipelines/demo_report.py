@@ -245,7 +245,8 @@ def report_text(cfg: DemoConfig, results: list[RowResult], per_seed: dict[int, d
                                                                   for c in CLASSES)] for r in results])
     lines = [
         f"# sfa-cache demo: the paper's Table 1 in miniature ({n} seed{'s' if n > 1 else ''}: "
-        f"{', '.join(map(str, per_seed))}; F = {cfg.frames}; {cfg.backbone} at {cfg.image_size} px)",
+        f"{', '.join(map(str, per_seed))}; F = {cfg.frames}; {cfg.backbone} at {cfg.image_size} px; "
+        f"{'float32' if cfg.amp == 'none' else cfg.amp + ' autocast'})",
         "",
         markdown_table(head, table),
         "",
@@ -273,7 +274,7 @@ def write_report(work: Path, cfg: DemoConfig, rows: list[Row], per_seed: dict[in
     text = report_text(cfg, results, per_seed)
     targets = results[0].targets
     atomic_write_json(work / "results.json", _finite({
-        "seeds": list(per_seed), "target_top1": mean_std(targets)[0], "target_top1_per_seed": targets,
+        "seeds": list(per_seed), "amp": cfg.amp, "target_top1": mean_std(targets)[0], "target_top1_per_seed": targets,
         "target_rule": f"SFA's final top-1 on the raw validation videos minus {TARGET_MARGIN} point, per seed",
         "rows": [r.as_json() for r in results],
     }))

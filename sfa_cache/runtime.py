@@ -45,6 +45,20 @@ def check_amp(amp: str, device: torch.device) -> None:
         raise SfaError("--amp fp16 needs a CUDA device; use bf16 or none on CPU")
 
 
+def runs_bf16_fast(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds `device` up: a CUDA GPU with bf16, or a CPU with AVX512-BF16 or
+    AMX instructions (oneDNN's bf16 matmuls). Elsewhere bf16 is emulated and slower than float32."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    # Private probes (torch >= 2.1); their absence reads as "no".
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(probe() for probe in probes if probe is not None)
+
+
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
     """The autocast context of `amp` on `device` (a no-op for 'none')."""
     import torch

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from sfa_cache.cli.main import cli
 from sfa_cache.compare import Curve, time_to_target
+from sfa_cache.runtime import runs_bf16_fast
 from sfa_cache.train.run_dir import read_metrics
 
 ARGS = ["--frames", "16", "--frames-sweep", "8", "--epochs", "1", "--patience", "1", "--baseline-max-epochs", "3",
@@ -51,6 +53,11 @@ def test_demo_runs_every_row_reports_and_reuses(tmp_path: Path) -> None:
         temporal = _config(seed / row)["model"]["temporal"]
         assert temporal["depth"] == 2 and temporal["pos_embed_std"] == 1.0, row
     assert _config(seed / "sfa-8f")["model"]["temporal"]["num_frames"] == 8
+    # One precision in every phase: --amp auto resolved once, to bf16 where this CPU runs it natively.
+    amp = json.loads((work / "demo.json").read_text())["amp"]
+    assert amp == ("bf16" if runs_bf16_fast(torch.device("cpu")) else "none")
+    assert all(_config(seed / row)["train"]["optim"]["amp"] == amp for row in ROWS)
+    assert all(cache["extraction"]["amp"] == amp for cache in caches.values())
     assert (
         _config(seed / "baseline")["train"]["frames"] == 16
         and _config(seed / "stage1")["train"]["optim"]["patience"] is None

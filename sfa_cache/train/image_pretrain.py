@@ -25,7 +25,7 @@ from sfa_cache.atomic import atomic_write
 from sfa_cache.data.synthetic import FRAME_CLASSES, render_frames
 from sfa_cache.models.config import SpatialConfig
 from sfa_cache.models.spatial import SpatialTransformer, backbone_norm
-from sfa_cache.runtime import BAR_INTERVAL
+from sfa_cache.runtime import BAR_INTERVAL, autocast
 from sfa_cache.video.transforms import eval_transform
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class ImagePretrainConfig:
     lr: float = 3e-4  # AdamW, 50 warm-up steps, cosine; 1e-3 does not train a ViT from scratch here
     weight_decay: float = 0.05
     seed: int = 0
+    amp: str = "none"  # mixed precision of the forward passes (runtime.AMP_MODES)
 
 
 def pretrain_on_synthetic_frames(
@@ -73,12 +74,14 @@ def pretrain_on_synthetic_frames(
         for group in opt.param_groups:
             group["lr"] = lr
         idx = torch.from_numpy(rng.integers(0, cfg.frames, cfg.batch_size))
-        loss = F.cross_entropy(head(backbone(x[idx].to(device))), y[idx].to(device))
+        with autocast(device, cfg.amp):
+            logits = head(backbone(x[idx].to(device)))
+        loss = F.cross_entropy(logits.float(), y[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     backbone.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device, cfg.amp):
         pred = torch.cat([head(backbone(chunk.to(device))).argmax(-1).cpu() for chunk in x[cfg.frames:].split(256)])
     truth = y[cfg.frames:]
     result = {
