@@ -264,24 +264,30 @@ def test_decode_workers_do_not_rerun_the_main_script(tmp_path: Path, how: str) -
 @pytest.mark.parametrize("compressor", COMPRESSORS)
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_whole_shard_reader_equals_zarr_and_checks_every_checksum(tmp_path: Path, compressor: str, dtype: str) -> None:
-    """The one-pass shard reader gives exactly Zarr's array (failed clips, stored by Zarr as no
-    chunk at all, as NaN), falls back to None for layouts it does not know, and refuses corrupt
-    chunks and a corrupt index as Zarr does."""
+    """The one-pass shard readers give exactly Zarr's values (failed clips, stored by Zarr as no
+    chunk at all, as NaN), the whole array or a batch's view and frames per clip, fall back to
+    None for layouts they do not know, and refuse corrupt chunks and a corrupt index as Zarr does."""
     import zarr
 
-    from sfa_cache.cache.shard_read import read_whole_features
+    from sfa_cache.cache.shard_read import read_clip_frames, read_whole_features
 
     data = _shard(9, v=2, f=3, d=4, dtype=dtype)
     write_shard(tmp_path / "s.zarr", data, compressor)
     features = tmp_path / "s.zarr" / "features"
     whole = read_whole_features(features)
+    rows, views = np.array([8, 0, 3, 5, 0]), np.array([1, 0, 1, 0, 1])
+    frames = np.array([[0, 2], [1, 1], [2, 0], [0, 1], [2, 2]])
+    taken = read_clip_frames(features, rows, views, frames)
     if compressor != "blosc":  # only the default layout has the fast path; FeatureCache then uses Zarr
-        assert whole is None
+        assert whole is None and taken is None
         return
     expected = zarr.open_array(str(features), mode="r")[...]
     assert whole is not None and whole.dtype == expected.dtype and whole.shape == (9, 2, 3, 4)
     np.testing.assert_array_equal(whole, expected)
     assert np.isnan(whole[~data.valid]).all() and not np.isnan(whole[data.valid]).any()
+    assert taken is not None and taken.dtype == expected.dtype and taken.shape == (5, 2, 4)
+    np.testing.assert_array_equal(taken, expected[rows[:, None], views[:, None], frames])
+    assert np.isnan(taken[~data.valid[rows]]).all() and not np.isnan(taken[data.valid[rows]]).any()
 
     shard_file = features / "c" / "0" / "0" / "0" / "0"
     raw = shard_file.read_bytes()
@@ -291,6 +297,8 @@ def test_whole_shard_reader_equals_zarr_and_checks_every_checksum(tmp_path: Path
         shard_file.write_bytes(bytes(broken))
         with pytest.raises(ValueError, match=message):
             read_whole_features(features)
+        with pytest.raises(ValueError, match=message):
+            read_clip_frames(features, np.arange(9), np.zeros(9, dtype=int), np.zeros((9, 1), dtype=int))
     shard_file.write_bytes(raw)
 
 
@@ -304,3 +312,20 @@ def test_shard_features_read_through_either_path_agree(tmp_path: Path) -> None:
         np.testing.assert_array_equal(cache.shard_features(s, (1,)), data.features[:, [1]])
         per_clip = np.stack([cache.features(cache.shards[s].start + i) for i in range(len(data.valid))])
         np.testing.assert_array_equal(cache.shard_features(s), per_clip)
+
+
+@pytest.mark.parametrize("compressor", COMPRESSORS)
+def test_shard_clip_frames_equal_a_gather_from_clip_reads(tmp_path: Path, compressor: str) -> None:
+    """What streaming takes from a shard (one view, some frames per clip) equals the same gather
+    from clip-by-clip Zarr reads, on the one-pass path (blosc) and on the Zarr fallback."""
+    data = _shard(10, v=3, f=5, d=4)
+    cache = FeatureCache(write_features(tmp_path, "fake", data, classes=list("abcde"), clips_per_shard=6,
+                                        compressor=compressor))
+    rng = np.random.default_rng(1)
+    for s, shard in enumerate(cache.shards):
+        rows = rng.permutation(shard.stop - shard.start)
+        views, frames = rng.integers(0, 3, len(rows)), rng.integers(0, 5, (len(rows), 2))
+        taken = cache.shard_clip_frames(s, rows, views, frames)
+        clips = np.stack([cache.features(shard.start + r) for r in rows])  # [n, V, F, D]
+        np.testing.assert_array_equal(taken, clips[np.arange(len(rows))[:, None], views[:, None], frames])
+

@@ -144,3 +144,38 @@ def test_time_to_target_on_a_curve_of_paid_seconds() -> None:
     assert time_to_target(curve, 95.0) is None
     assert mean_if_all([10.0, 20.0]) == 15.0 and mean_if_all([10.0, None]) is None and mean_if_all([]) is None
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2))) and mean_std([5.0]) == (5.0, 0.0)
+
+
+_HELD_16MIB = """
+import ctypes, sys
+import numpy as np
+from sfa_cache.runtime import keep_freed_host_memory
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+tuned = sys.argv[1] == "tuned" and keep_freed_host_memory()
+batch = np.ones(16 << 20, np.uint8)  # a batch-sized block, the first of its size in this process
+mapped = libc.mallinfo2().hblkhd  # bytes in blocks glibc mmapped apart (returned to the OS on free)
+del batch
+print(tuned, mapped >= 16 << 20, libc.mallinfo2().arena >= 16 << 20)
+"""
+
+
+def test_keep_freed_host_memory_serves_batch_blocks_from_a_heap_it_keeps() -> None:
+    """With glibc's defaults a 16 MiB block is mmapped apart and unmapped on free (faulted in again
+    by the next batch); after `keep_freed_host_memory` it comes from the heap, which keeps it."""
+    import ctypes
+    import subprocess
+    import sys
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("needs glibc >= 2.33")
+    runs = {how: subprocess.run([sys.executable, "-c", _HELD_16MIB, how], capture_output=True, text=True)
+            for how in ("default", "tuned")}
+    assert all(r.returncode == 0 for r in runs.values()), [r.stderr[-2000:] for r in runs.values()]
+    assert runs["default"].stdout.split() == ["False", "True", "False"]
+    assert runs["tuned"].stdout.split() == ["True", "False", "True"]

@@ -17,7 +17,7 @@ import numpy as np
 
 from sfa_cache.cache.index import CacheIndex, ShardEntry, read_cache_index
 from sfa_cache.cache.layout import shard_path
-from sfa_cache.cache.shard_read import read_whole_features
+from sfa_cache.cache.shard_read import read_clip_frames, read_whole_features
 
 
 class FeatureCache:
@@ -84,6 +84,17 @@ class FeatureCache:
         if len(views) == 1:
             return array[:, views[0]][:, None]
         return array.get_orthogonal_selection((slice(None), list(views)))
+
+    def shard_clip_frames(self, s: int, rows: np.ndarray, views: np.ndarray, frames: np.ndarray) -> np.ndarray:
+        """rows [n] (clips of shard s), views [n], frames [n, T] -> [n, T, D] in the cache's dtype: what
+        a training batch takes from a shard, read in one pass without holding the whole shard
+        (`read_clip_frames`), or through `shard_features` for a layout that reader does not know."""
+        taken = read_clip_frames(shard_path(self.dir, s) / "features", rows, views, frames)
+        if taken is not None:
+            return taken
+        needed = np.unique(views)
+        block = self.shard_features(s, tuple(needed.tolist()))
+        return block[rows[:, None], np.searchsorted(needed, views)[:, None], frames]
 
     def shard_of(self, clips: np.ndarray) -> np.ndarray:
         """[n] global clip indices -> [n] the shard each lives in."""

@@ -1,14 +1,20 @@
-"""A whole `features` shard in one pass: the streaming reader's fast path.
+"""A `features` shard read in one pass: the streaming reader's and the resident load's fast path.
 
 `write_shard` stores a shard's features as one Zarr v3 array made of a single shard file (the
 `sharding_indexed` codec): inner chunks of one clip `[1, V, F, D]`, each `bytes -> blosc ->
 crc32c`, and at the end of the file an index of (offset, nbytes) per chunk with its own CRC32C.
 Zarr reads such a file chunk by chunk through its event loop, which measured 2-3x the real work
-(reading the file, checking each checksum, decompressing; docs/benchmarks.md). This module reads
-the file once, checks the index's and every chunk's CRC32C exactly as Zarr does, and decodes each
-chunk straight into the output.
+(reading the file, checking each checksum, decompressing; docs/benchmarks.md). This module maps
+the file once, checks the index's and every chunk's CRC32C exactly as Zarr does, and decodes the
+chunks itself:
 
-It handles only that layout, recognised from the array's zarr.json; anything else (another
+* `read_whole_features`: every clip into one [clips, V, F, D] array (a resident copy's load);
+* `read_clip_frames`: only what a training batch takes, one view's T frames per clip, [n, T, D].
+  Each chunk is decoded into a one-clip scratch buffer that stays in the CPU cache and the drawn
+  frames are copied out, so the shard is never materialised (streaming's path: 4x fewer bytes
+  written at T = F/4, and no 96 MiB allocation per shard).
+
+Both handle only that layout, recognised from the array's zarr.json; anything else (another
 compressor, an older layout) gets None and the caller reads through Zarr. Chunks the index marks
 empty (Zarr does not store a chunk that is all fill value: a failed clip's NaN) come back as the
 fill value, NaN.
@@ -51,37 +57,89 @@ def _sharded_layout(meta: dict[str, Any]) -> Optional[tuple[int, ...]]:
     return shape
 
 
+class _ShardFile:
+    """One shard file, memory-mapped, its index checked: chunk payloads by clip row."""
+
+    def __init__(self, array_dir: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        import google_crc32c
+
+        self._crc32c = google_crc32c.value
+        self.shape, self.dtype = shape, dtype
+        self.path = array_dir / "c" / "/".join("0" * len(shape))
+        # A missing file: every chunk was the fill value, so Zarr wrote no shard file. Mapped, not
+        # read: the checksums and blosc read the page cache in place (a 96 MiB shard in 18 ms
+        # against 27 ms read into a new array, docs/benchmarks.md), and a uint8 array's slices are
+        # views that google_crc32c accepts (bytes slices would copy). A finished cache's shard files
+        # are never rewritten (written before their marker and cache.json), so none shrinks under the map.
+        self.data = np.memmap(self.path, dtype=np.uint8, mode="r") if self.path.is_file() else None
+        n = shape[0]
+        self.index: list[list[int]] = [[EMPTY, EMPTY]] * n
+        if self.data is not None:
+            tail = self.data[-(16 * n + 4):]
+            if len(tail) != 16 * n + 4 or self._stored_crc(tail[-4:]) != self._crc32c(tail[:-4]):
+                raise ValueError(f"{self.path}: the shard index's checksum does not match (corrupt data)")
+            self.index = np.frombuffer(tail[:-4], dtype="<u8").reshape(n, 2).tolist()
+
+    def payload(self, row: int) -> Optional[np.ndarray]:
+        """Clip `row`'s compressed chunk, its checksum verified; None when the chunk is empty (NaN)."""
+        offset, nbytes = self.index[row]
+        if offset == EMPTY and nbytes == EMPTY:
+            return None
+        assert self.data is not None
+        payload = self.data[offset:offset + nbytes - 4]
+        if self._stored_crc(self.data[offset + nbytes - 4:offset + nbytes]) != self._crc32c(payload):
+            raise ValueError(f"{self.path}: chunk {row}'s checksum does not match (corrupt data)")
+        return payload
+
+    @staticmethod
+    def _stored_crc(stored: np.ndarray) -> int:
+        return int.from_bytes(stored.tobytes(), "little")
+
+
+def _open(array_dir: Path) -> Optional[_ShardFile]:
+    meta = json.loads((array_dir / "zarr.json").read_text())
+    shape = _sharded_layout(meta)
+    return None if shape is None else _ShardFile(array_dir, shape, np.dtype(meta["data_type"]))
+
+
 def read_whole_features(array_dir: Path) -> Optional[np.ndarray]:
     """The `features` array stored in `array_dir`, [clips, V, F, D] in its dtype, or None when it
     is not in the layout this module reads. A checksum that does not match raises ValueError."""
-    import google_crc32c
     from numcodecs import Blosc
 
-    meta = json.loads((array_dir / "zarr.json").read_text())
-    shape = _sharded_layout(meta)
-    if shape is None:
+    shard = _open(array_dir)
+    if shard is None:
         return None
-    out = np.full(shape, np.nan, dtype=np.dtype(meta["data_type"]))
-    data_file = array_dir / "c" / "/".join("0" * len(shape))
-    if not data_file.is_file():  # every chunk was the fill value: Zarr wrote no shard file
-        return out
-    data = data_file.read_bytes()
-    n = shape[0]
-    tail = data[-(16 * n + 4):]
-    if len(tail) != 16 * n + 4 or _crc(tail[-4:]) != google_crc32c.value(tail[:-4]):
-        raise ValueError(f"{data_file}: the shard index's checksum does not match (corrupt data)")
-    index = np.frombuffer(tail[:-4], dtype="<u8").reshape(n, 2).tolist()
-    rows = out.reshape(n, -1)
+    out = np.empty(shard.shape, dtype=shard.dtype)
+    rows = out.reshape(shard.shape[0], -1)
     codec = Blosc()
-    for row, (offset, nbytes) in enumerate(index):
-        if offset == EMPTY and nbytes == EMPTY:
-            continue
-        payload = data[offset:offset + nbytes - 4]
-        if _crc(data[offset + nbytes - 4:offset + nbytes]) != google_crc32c.value(payload):
-            raise ValueError(f"{data_file}: chunk {row}'s checksum does not match (corrupt data)")
-        codec.decode(payload, out=rows[row])
+    for row in range(shard.shape[0]):
+        payload = shard.payload(row)
+        if payload is None:
+            rows[row] = np.nan
+        else:
+            codec.decode(payload, out=rows[row])
     return out
 
 
-def _crc(stored: bytes) -> int:
-    return int.from_bytes(stored, "little")
+def read_clip_frames(array_dir: Path, rows: np.ndarray, views: np.ndarray, frames: np.ndarray) -> Optional[np.ndarray]:
+    """rows [n] (clips of this shard), views [n], frames [n, T] -> [n, T, D] in the array's dtype:
+    for each clip, view views[i]'s frames frames[i]; None when the array is not in the layout this
+    module reads. A checksum that does not match raises ValueError."""
+    from numcodecs import Blosc
+
+    shard = _open(array_dir)
+    if shard is None:
+        return None
+    out = np.empty((len(rows), frames.shape[1], shard.shape[-1]), dtype=shard.dtype)
+    scratch = np.empty(shard.shape[1:], dtype=shard.dtype)  # one clip [V, F, D], reused
+    flat = scratch.reshape(-1)
+    codec = Blosc()
+    for i, (row, view) in enumerate(zip(rows.tolist(), views.tolist())):
+        payload = shard.payload(row)
+        if payload is None:
+            out[i] = np.nan
+            continue
+        codec.decode(payload, out=flat)
+        np.take(scratch[view], frames[i], axis=0, out=out[i])
+    return out

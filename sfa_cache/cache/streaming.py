@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.epochs import FrameSelection, WindowedEpochSampler, gather_tokens
+from sfa_cache.cache.epochs import FrameSelection, WindowedEpochSampler
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.resident import to_training_device
 
@@ -36,7 +36,6 @@ class ShardPieceReader(Dataset):
 
     def __init__(self, cache: FeatureCache, clips: np.ndarray, labels: np.ndarray, selection: FrameSelection) -> None:
         self.cache, self.clips, self.labels, self.selection = cache, clips, labels, selection
-        self.views = selection.views_needed()
 
     def __len__(self) -> int:  # the items are pieces named by the sampler; this is never asked
         return 0
@@ -45,11 +44,10 @@ class ShardPieceReader(Dataset):
         epoch, items, positions, window_size = piece
         clips = self.clips[items]
         shard = int(self.cache.shard_of(clips[:1])[0])
-        block = torch.from_numpy(self.cache.shard_features(shard, self.views))  # [clips of the shard, V', F, D]
         views, frames = self.selection.draw(epoch, clips)
-        rows = torch.from_numpy(clips - self.cache.shards[shard].start)
-        tokens = gather_tokens(block, rows, np.searchsorted(self.views, views), frames)
-        return tokens, torch.from_numpy(self.labels[items].astype(np.int64)), torch.from_numpy(positions), window_size
+        tokens = self.cache.shard_clip_frames(shard, clips - self.cache.shards[shard].start, views, frames)
+        return (torch.from_numpy(tokens), torch.from_numpy(self.labels[items].astype(np.int64)),
+                torch.from_numpy(positions), window_size)
 
 
 class ShardPieces(Sampler):
@@ -105,7 +103,7 @@ class StreamingBatches:
             if x is None:
                 x = tokens.new_empty((size, *tokens.shape[1:]))
                 y = labels.new_empty(size)
-            x[positions], y[positions] = tokens, labels
+            x.index_copy_(0, positions, tokens), y.index_copy_(0, positions, labels)
             filled += len(positions)
             if filled == size:
                 yield x, y

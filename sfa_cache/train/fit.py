@@ -17,7 +17,7 @@ from sfa_cache.data.manifest import CLASSES_FILE, save_classes
 from sfa_cache.distributed import barrier, dist_info
 from sfa_cache.errors import SfaError
 from sfa_cache.models.vivit import ViViTFE
-from sfa_cache.runtime import library_versions, peak_memory_mb
+from sfa_cache.runtime import keep_freed_host_memory, library_versions, peak_memory_mb
 from sfa_cache.train import run_dir as rd
 from sfa_cache.train.loop import Trainer, evaluate
 from sfa_cache.train.tracking import Tracking, resolve_trackers
@@ -114,6 +114,8 @@ def fit(
     train) and `stopped_early` (patience ran out before the last epoch).
     """
     out = Path(out)
+    if trainer.device.type == "cpu":  # batches of MiBs allocated and freed every step: keep the pages
+        keep_freed_host_memory()
     model: ViViTFE = trainer.module
     main = dist_info().is_main
     epochs, patience = trainer.cfg.epochs, trainer.cfg.patience
