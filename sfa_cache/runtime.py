@@ -50,8 +50,8 @@ def runs_bf16_fast(device: torch.device) -> bool:
     AMX instructions (oneDNN's bf16 matmuls). Elsewhere bf16 is emulated and slower than float32."""
     import torch
 
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # emulated bf16 (before Ampere) is no faster than float32
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type != "cpu":
         return False
     # Private probes (torch >= 2.1); their absence reads as "no".

@@ -179,3 +179,20 @@ def test_keep_freed_host_memory_serves_batch_blocks_from_a_heap_it_keeps() -> No
     assert all(r.returncode == 0 for r in runs.values()), [r.stderr[-2000:] for r in runs.values()]
     assert runs["default"].stdout.split() == ["False", "True", "False"]
     assert runs["tuned"].stdout.split() == ["True", "False", "True"]
+
+
+def test_runs_bf16_fast_on_the_cpu_follows_its_instructions() -> None:
+    """The demo's `--amp auto` picks bf16 on a CPU exactly when it has AVX512-BF16 or AMX."""
+    from sfa_cache.runtime import runs_bf16_fast
+
+    expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert runs_bf16_fast(torch.device("cpu")) is expected
+    assert runs_bf16_fast(torch.device("meta")) is False
+
+
+@pytest.mark.gpu
+def test_runs_bf16_fast_on_a_gpu_means_native_bf16() -> None:
+    """Ampere and later run bf16 natively; older GPUs emulate it, no faster than float32."""
+    from sfa_cache.runtime import runs_bf16_fast
+
+    assert runs_bf16_fast(torch.device("cuda")) is (torch.cuda.get_device_capability() >= (8, 0))
