@@ -19,7 +19,7 @@ from sfa_cache.errors import SfaError
 from sfa_cache.models.config import ADAPTER_KINDS
 from sfa_cache.runtime import AMP_MODES
 from sfa_cache.train.optim import OPTIMIZERS, OptimConfig
-from sfa_cache.video.reader import BACKENDS
+from sfa_cache.video.reader import check_backend
 
 OPTIM_KEYS = frozenset(f.name for f in dataclasses.fields(OptimConfig))
 
@@ -121,8 +121,7 @@ class Stage1Config:
         if self.frames < 1:
             raise SfaError(f"--frames must be >= 1, got {self.frames}")
         _check_randaugment(self.randaugment_ops, self.randaugment_magnitude)
-        if self.backend not in BACKENDS:
-            raise SfaError(f"unknown video backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        check_backend(self.backend)
         if self.pretrained and self.backbone_weights:
             raise SfaError("give either --pretrained or --backbone-weights, not both")
         if self.stop_after is not None and self.stop_after < 1:
@@ -286,13 +285,13 @@ class ExtractConfig:
             (self.clips_per_shard >= 1, "--clips-per-shard must be >= 1"),
             (self.batch_frames >= 1, "--batch-frames must be >= 1"),
             (self.amp in AMP_MODES + ("auto",), f"--amp must be auto or one of {', '.join(AMP_MODES)}"),
-            (self.backend in BACKENDS, f"unknown video backend {self.backend!r}; choose one of {', '.join(BACKENDS)}"),
             (self.decode_timeout >= 0, "--decode-timeout must be >= 0"),
             (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise SfaError(message)
+        check_backend(self.backend)
         if self.mode == "eval" and self.views != 1:
             raise SfaError("--views is for --mode train; evaluation caches take --eval-crops 1 or 3")
 
@@ -323,8 +322,7 @@ class EvaluateConfig:
             raise SfaError(f"--crops must be 1 or 3, got {self.crops}")
         if self.frames is not None and self.frames < 1:
             raise SfaError(f"--frames must be >= 1, got {self.frames}")
-        if self.backend not in BACKENDS:
-            raise SfaError(f"unknown video backend {self.backend!r}")
+        check_backend(self.backend)
         if self.decode_timeout < 0:
             raise SfaError("--decode-timeout must be >= 0")
         if self.amp not in AMP_MODES:

@@ -58,12 +58,13 @@ def _sharded_layout(meta: dict[str, Any]) -> Optional[tuple[int, ...]]:
 
 
 class _ShardFile:
-    """One shard file, memory-mapped, its index checked: chunk payloads by clip row."""
+    """One shard file, memory-mapped, its index checked: clip rows decoded on demand."""
 
     def __init__(self, array_dir: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
         import google_crc32c
+        from numcodecs import Blosc
 
-        self._crc32c = google_crc32c.value
+        self._crc32c, self._codec = google_crc32c.value, Blosc()
         self.shape, self.dtype = shape, dtype
         self.path = array_dir / "c" / "/".join("0" * len(shape))
         # A missing file: every chunk was the fill value, so Zarr wrote no shard file. Mapped, not
@@ -80,16 +81,18 @@ class _ShardFile:
                 raise ValueError(f"{self.path}: the shard index's checksum does not match (corrupt data)")
             self.index = np.frombuffer(tail[:-4], dtype="<u8").reshape(n, 2).tolist()
 
-    def payload(self, row: int) -> Optional[np.ndarray]:
-        """Clip `row`'s compressed chunk, its checksum verified; None when the chunk is empty (NaN)."""
+    def decode(self, row: int, out: np.ndarray) -> None:
+        """Clip `row`'s chunk, its checksum verified, into the flat `out` ([V * F * D] of the
+        array's dtype); the fill value, NaN, for a chunk the index marks empty."""
         offset, nbytes = self.index[row]
         if offset == EMPTY and nbytes == EMPTY:
-            return None
+            out[:] = np.nan
+            return
         assert self.data is not None
         payload = self.data[offset:offset + nbytes - 4]
         if self._stored_crc(self.data[offset + nbytes - 4:offset + nbytes]) != self._crc32c(payload):
             raise ValueError(f"{self.path}: chunk {row}'s checksum does not match (corrupt data)")
-        return payload
+        self._codec.decode(payload, out=out)
 
     @staticmethod
     def _stored_crc(stored: np.ndarray) -> int:
@@ -105,20 +108,13 @@ def _open(array_dir: Path) -> Optional[_ShardFile]:
 def read_whole_features(array_dir: Path) -> Optional[np.ndarray]:
     """The `features` array stored in `array_dir`, [clips, V, F, D] in its dtype, or None when it
     is not in the layout this module reads. A checksum that does not match raises ValueError."""
-    from numcodecs import Blosc
-
     shard = _open(array_dir)
     if shard is None:
         return None
     out = np.empty(shard.shape, dtype=shard.dtype)
     rows = out.reshape(shard.shape[0], -1)
-    codec = Blosc()
     for row in range(shard.shape[0]):
-        payload = shard.payload(row)
-        if payload is None:
-            rows[row] = np.nan
-        else:
-            codec.decode(payload, out=rows[row])
+        shard.decode(row, rows[row])
     return out
 
 
@@ -126,20 +122,12 @@ def read_clip_frames(array_dir: Path, rows: np.ndarray, views: np.ndarray, frame
     """rows [n] (clips of this shard), views [n], frames [n, T] -> [n, T, D] in the array's dtype:
     for each clip, view views[i]'s frames frames[i]; None when the array is not in the layout this
     module reads. A checksum that does not match raises ValueError."""
-    from numcodecs import Blosc
-
     shard = _open(array_dir)
     if shard is None:
         return None
     out = np.empty((len(rows), frames.shape[1], shard.shape[-1]), dtype=shard.dtype)
     scratch = np.empty(shard.shape[1:], dtype=shard.dtype)  # one clip [V, F, D], reused
-    flat = scratch.reshape(-1)
-    codec = Blosc()
     for i, (row, view) in enumerate(zip(rows.tolist(), views.tolist())):
-        payload = shard.payload(row)
-        if payload is None:
-            out[i] = np.nan
-            continue
-        codec.decode(payload, out=flat)
+        shard.decode(row, scratch.reshape(-1))
         np.take(scratch[view], frames[i], axis=0, out=out[i])
     return out

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from sfa_cache.errors import VideoReadError
+from sfa_cache.errors import SfaError, VideoReadError
 from sfa_cache.video.base import Source, VideoReader
 from sfa_cache.video.decord_reader import DecordReader
 from sfa_cache.video.h5_reader import H5FrameReader
@@ -22,6 +22,12 @@ from sfa_cache.video.torchcodec_reader import TorchCodecReader
 
 BACKENDS = ("decord", "pyav", "torchcodec")
 _READERS = {"decord": DecordReader, "pyav": PyAVReader, "torchcodec": TorchCodecReader}
+
+
+def check_backend(backend: str) -> None:
+    """A one-line SfaError for a decoder name this module does not know (user input)."""
+    if backend not in BACKENDS:
+        raise SfaError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
 def open_video(location: VideoLocation | str, backend: str = "decord") -> VideoReader:
