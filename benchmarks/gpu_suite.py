@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -99,9 +100,19 @@ def run_tests(device: torch.device) -> list[str]:
     """The CUDA-marked tests (`-m gpu`), in a subprocess; its summary line."""
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    tail = proc.stdout.strip().splitlines()[-12:]
-    status = "passed" if proc.returncode in (0, 5) else f"FAILED (exit {proc.returncode})"  # 5: none collected
-    return [f"`pytest -m gpu`: {status}", "", "```", *tail, "```"]
+    tail = (proc.stdout + proc.stderr).strip().splitlines()[-40:]
+    return [f"`pytest -m gpu`: {pytest_status(proc.returncode, proc.stdout)}", "", "```", *tail, "```"]
+
+
+def pytest_status(returncode: int, output: str) -> str:
+    """'passed' only when tests ran and none failed; every test skipped, or none collected, is
+    'NOT RUN' (a CPU machine, a missing marker), never passed."""
+    counts = {word: int(n) for n, word in re.findall(r"(\d+) (passed|failed|errors?|skipped|deselected)", output)}
+    if returncode == 0 and counts.get("passed", 0) > 0:
+        return f"passed ({counts['passed']} passed, {counts.get('skipped', 0)} skipped)"
+    if returncode in (0, 5):  # 5: none collected
+        return f"NOT RUN ({counts.get('skipped', 0)} skipped, none passed)"
+    return f"FAILED (exit {returncode})"
 
 
 def step_cost(sizes: Sizes, device: torch.device, amp: str) -> list[str]:

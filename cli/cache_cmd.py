@@ -72,8 +72,10 @@ def list_cmd(cache_root: str) -> None:
               "max(1, |recomputed|) per value [default: 1e-2, or 5e-2 for a cache extracted under AMP].")
 @click.option("--seed", default=0, show_default=True, help="Which clips --parity draws.")
 @click.option("--device", default="auto", show_default=True, help="Where --parity runs the model.")
+@click.option("--spatial-run", type=_DIR, help="Take --parity's spatial weights from this run [default: the run the "
+              "cache records]; for a run that has moved (the fingerprint is still checked).")
 def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: str | None, parity: int | None,
-               tolerance: float | None, seed: int, device: str) -> None:
+               tolerance: float | None, seed: int, device: str, spatial_run: str | None) -> None:
     """Check every shard's marker and checksum, shapes, NaN placement and manifest coverage;
     with --parity, also that the stored features are what the model computes.
 
@@ -87,6 +89,10 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
     from sfa_cache.cache.verify import verify_cache
     from sfa_cache.data.inputs import read_input
 
+    if parity:
+        from sfa_cache.pipelines.parity import check_tolerance
+
+        check_tolerance(tolerance)  # input, checked before the cache is read
     given = None
     if manifest is not None:
         given = read_input(manifest, read_cache_index(cache_dir).classes, root, split)
@@ -94,7 +100,8 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
     if not problems and parity:
         from sfa_cache.pipelines.parity import check_parity
 
-        report = check_parity(cache_dir, parity, root=root, seed=seed, device=device, tolerance=tolerance)
+        report = check_parity(cache_dir, parity, root=root, seed=seed, device=device, tolerance=tolerance,
+                              spatial_run=spatial_run)
         problems += report.problems
         click.echo(f"parity: {len(report.clips)} clip(s) recomputed, largest difference {report.largest:.2e} "
                    f"(clip {report.worst_clip}), tolerance {report.tolerance:.0e}")

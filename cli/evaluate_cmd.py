@@ -81,7 +81,7 @@ def evaluate_cmd(ctx: click.Context, **_: object) -> None:
 @click.option("--run", "run", type=_RUN, required=True, help="Run directory with spatial weights.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path())
 @_view_options
-@click.option("--top-k", default=5, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Labels shown per video.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per video.")
 def predict_cmd(run: str, videos: tuple[str, ...], clips: int, crops: str, frames: int | None, backend: str,
                 device: str, amp: str, top_k: int, as_json: bool) -> None:

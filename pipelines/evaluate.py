@@ -30,6 +30,7 @@ from sfa_cache.runtime import BAR_INTERVAL, autocast, resolve_device
 from sfa_cache.train.metrics import confusion_matrix, per_class_accuracy, topk_correct
 from sfa_cache.train.run_dir import FAILURES_FILE
 from sfa_cache.video.clips import ClipSpec, make_views
+from sfa_cache.video.reader import check_decoder
 
 log = logging.getLogger("sfa_cache")
 
@@ -67,6 +68,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     model, classes = load_for_inference(cfg.run, cfg.frames, device)
     manifest = read_input(cfg.manifest, classes, cfg.root, cfg.split)
+    check_decoder(cfg.backend, [e.path for e in manifest.entries])
     name = input_name(cfg.manifest) + (f"-{cfg.split}" if cfg.split else "") + f"-{cfg.clips}x{cfg.crops}"
     out = Path(cfg.out) if cfg.out else Path(cfg.run) / "eval" / name
     out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +130,9 @@ def predict(
     amp: str = "none",
 ) -> list[dict[str, Any]]:
     """Per video: {"path", "top": [{"label", "prob"}, ...]} or {"path", "error"} for an unreadable one."""
+    if top_k < 1:
+        raise SfaError(f"--top-k must be at least 1, got {top_k}")
+    check_decoder(backend, [str(v) for v in videos])
     model, classes = load_for_inference(run, frames, resolve_device(device))
     spec = _spec(model, clips, crops, backend)
     results = []

@@ -33,6 +33,7 @@ from sfa_cache.models.spatial import SpatialTransformer, build_backbone_spatial
 from sfa_cache.pipelines.job_configs import ExtractConfig
 from sfa_cache.runtime import check_amp, library_versions
 from sfa_cache.video.clips import ClipSpec
+from sfa_cache.video.reader import check_decoder
 from sfa_cache.video.transforms import AugmentConfig
 
 log = logging.getLogger("sfa_cache")
@@ -137,6 +138,7 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
     spatial, scfg, source, source_classes = load_source(cfg)
     manifest = read_input(cfg.manifest, read_classes_file(cfg.classes) if cfg.classes else source_classes, cfg.root,
                           cfg.split)
+    check_decoder(cfg.backend, [e.path for e in manifest.entries])
     device = rank_device(cfg.device, info)
     amp = _resolve_amp(cfg.amp, device)
     train = cfg.mode == "train"

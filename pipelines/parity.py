@@ -16,6 +16,7 @@ frame offset moves tokens by O(1).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -31,11 +32,19 @@ from sfa_cache.data.inputs import read_input
 from sfa_cache.data.manifest import Manifest, manifest_digest
 from sfa_cache.errors import SfaError, VideoReadError
 from sfa_cache.runtime import BAR_INTERVAL, resolve_device
+from sfa_cache.video.reader import check_decoder
 
 
 def default_tolerance(amp: str) -> float:
     """See the module docstring: float16 storage alone, or AMP's rounding too."""
     return 1e-2 if amp == "none" else 5e-2
+
+
+def check_tolerance(tolerance: Optional[float]) -> None:
+    """A tolerance is a finite number >= 0: every difference compares false with NaN, so a NaN
+    tolerance would pass any cache, and a negative one would fail any (user input, not a finding)."""
+    if tolerance is not None and not (math.isfinite(tolerance) and tolerance >= 0):
+        raise SfaError(f"--tolerance must be a finite number >= 0, got {tolerance}")
 
 
 @dataclass
@@ -69,16 +78,23 @@ def _cache_manifest(cache: FeatureCache, root: Optional[str]) -> Manifest:
 
 
 def check_parity(cache_dir: str | Path, clips: int, *, root: Optional[str] = None, seed: int = 0,
-                 device: str = "auto", tolerance: Optional[float] = None, progress: bool = True) -> ParityReport:
-    """Recompute `clips` random valid clips of the cache (every view) and compare; see the module doc."""
+                 device: str = "auto", tolerance: Optional[float] = None, spatial_run: Optional[str | Path] = None,
+                 progress: bool = True) -> ParityReport:
+    """Recompute `clips` random valid clips of the cache (every view) and compare; see the module doc.
+
+    `spatial_run`: the run to recompute with, where the one the cache records has moved (its weights
+    must still be the cache's: the fingerprint is checked).
+    """
     if clips < 1:
         raise SfaError(f"--parity takes a number of clips >= 1, got {clips}")
+    check_tolerance(tolerance)
     cache = FeatureCache(cache_dir)
     index = cache.index
     amp = index.extraction.amp
     report = ParityReport(default_tolerance(amp) if tolerance is None else tolerance)
     manifest = _cache_manifest(cache, root)
-    spatial, _ = spatial_from_source(index.source, index.fingerprint)
+    check_decoder(index.extraction.decoder, [e.path for e in manifest.entries])
+    spatial, _ = spatial_from_source(index.source, index.fingerprint, run=spatial_run)
     torch_device = resolve_device(device)
     if amp == "fp16" and torch_device.type != "cuda":
         raise SfaError("the cache was extracted under fp16 AMP, which needs CUDA; run the parity check on a GPU")
@@ -103,6 +119,9 @@ def check_parity(cache_dir: str | Path, clips: int, *, root: Optional[str] = Non
         tokens = encode_views(backbone, frames, spec, torch_device, amp).numpy()
         stored = cache.features(clip).astype(np.float32)
         difference = float((np.abs(stored - tokens) / np.maximum(1.0, np.abs(tokens))).max())
+        if not np.isfinite(difference):  # NaN compares false with everything: it must not pass as small
+            report.problems.append(f"clip {clip} ({entry.path}): stored or recomputed tokens are not finite")
+            continue
         if difference > report.largest or report.worst_clip is None:
             report.largest, report.worst_clip = difference, clip
     if report.largest > report.tolerance:

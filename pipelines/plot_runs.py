@@ -37,9 +37,14 @@ def _labels(runs: Sequence[Path], labels: Sequence[str]) -> list[str]:
     if labels:
         if len(labels) != len(runs):
             raise SfaError(f"{len(labels)} --label for {len(runs)} runs: give one per run, in order")
-        return list(labels)
-    names = [r.name for r in runs]
-    return names if len(set(names)) == len(names) else [f"{r.parent.name}/{r.name}" for r in runs]
+        chosen = list(labels)
+    else:
+        names = [r.name for r in runs]
+        chosen = names if len(set(names)) == len(names) else [f"{r.parent.name}/{r.name}" for r in runs]
+    repeated = sorted({label for label in chosen if chosen.count(label) > 1})
+    if repeated:  # one curve per label: two runs under one label would be drawn as one
+        raise SfaError(f"two runs would share the label {repeated[0]!r}; give each run its own --label")
+    return chosen
 
 
 def _check_format(out: Path) -> None:

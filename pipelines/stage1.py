@@ -33,6 +33,7 @@ from sfa_cache.train.fit import begin_run, fit_tracked
 from sfa_cache.train.loop import Trainer
 from sfa_cache.train.tracking import resolve_trackers
 from sfa_cache.video.clips import ClipSpec
+from sfa_cache.video.reader import check_decoder
 from sfa_cache.video.transforms import AugmentConfig
 
 log = logging.getLogger("sfa_cache")
@@ -80,6 +81,7 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     for m in (train_m, val_m):
         if m is not None:
             _check_videos_exist(m)
+            check_decoder(cfg.backend, [e.path for e in m.entries])
     model_cfg = build_model_config(cfg, len(classes))
     torch.manual_seed(cfg.seed)
     model = ViViTFE(model_cfg, pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights)

@@ -30,7 +30,7 @@ from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.evaluate import load_for_inference, predict
 from sfa_cache.runtime import resolve_device
 from sfa_cache.video.clips import ClipSpec
-from sfa_cache.video.reader import check_backend
+from sfa_cache.video.reader import check_decoder
 from sfa_cache.video.transforms import AugmentConfig
 
 __all__ = ["load_run", "extract_features", "cached_clips", "predict_video"]
@@ -70,7 +70,9 @@ def extract_features(
     """
     if on_error not in ("raise", "nan"):
         raise SfaError(f"on_error must be 'raise' or 'nan', got {on_error!r}")
-    check_backend(backend)
+    if isinstance(videos, (str, bytes, os.PathLike)):  # a str is a sequence too: of characters
+        raise SfaError(f"videos must be a list of paths, got one path {os.fspath(videos)!r}; pass [path]")
+    check_decoder(backend, [str(v) for v in videos])
     if frames < 1 or views < 1 or (views > 1 and not train):
         raise SfaError("frames and views must be >= 1; several views are augmented draws (train=True)")
     spatial, scfg = load_spatial(run)

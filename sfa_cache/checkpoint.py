@@ -181,19 +181,26 @@ def init_from_stage1(model: ViViTFE, stage1: str | Path, classes: list[str]) -> 
 
 # --- the spatial ViT behind a cache ---------------------------------------------------------------
 
-def spatial_from_source(source: SpatialSource, fingerprint: str) -> tuple[SpatialTransformer, SpatialConfig]:
+def spatial_from_source(source: SpatialSource, fingerprint: str, *,
+                        run: Optional[str | Path] = None) -> tuple[SpatialTransformer, SpatialConfig]:
     """Rebuild the spatial transformer a cache was extracted with, checked against its fingerprint.
 
-    Weights that cannot be rebuilt offline (timm hub) or that changed since extraction are an
-    error naming the fingerprints.
+    `run` replaces the run the cache records (one that has moved since). Weights that cannot be
+    rebuilt offline (timm hub), a recorded run that is gone, or weights that changed since
+    extraction are an error naming the fingerprints or saying what to pass.
     """
-    if source.run is not None:
-        spatial, cfg = load_spatial(source.run)
-        where = f"run {source.run}"
+    if run is None and source.run is not None:
+        run = source.run
+        if not (Path(run) / CONFIG_FILE).is_file():
+            raise SfaError(f"the run holding the spatial weights, {run}, is not there any more; pass "
+                           "--spatial-run with where it is now")
+    if run is not None:
+        spatial, cfg = load_spatial(run)
+        where = f"run {run}"
     else:
         if source.weights == "timm-hub":
-            raise SfaError(f"the cache was extracted from {source.backbone} hub weights; pass the Stage-1 "
-                           "or a local weights run explicitly")
+            raise SfaError(f"the cache was extracted from {source.backbone} hub weights, which cannot be fetched "
+                           "offline; pass --spatial-run with a run holding those weights")
         spatial, cfg = build_backbone_spatial(source.backbone, int(source.image_size), seed=source.seed or 0,
                                               weights=None if source.weights in (None, "random") else source.weights)
         where = f"backbone {source.backbone} ({source.weights})"
@@ -202,4 +209,3 @@ def spatial_from_source(source: SpatialSource, fingerprint: str) -> tuple[Spatia
         raise SfaError(f"the spatial weights of {where} (fingerprint {found}) are not those the cache was "
                        f"extracted with ({fingerprint}); they changed since extraction")
     return spatial, cfg
-

@@ -115,8 +115,13 @@ def read_settings_file(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise SfaError(f"settings file not found: {path}")
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SfaError(f"{path} is not a text file (settings are JSON or YAML)") from None
+    except OSError as e:
+        raise SfaError(f"cannot read settings file {path}: {e.strerror}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
         try:
             import yaml
         except ImportError:

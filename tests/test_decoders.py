@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import frame_ids, index_frames
+from conftest import decoders, frame_ids, index_frames, needs_decoder
 
 from sfa_cache.errors import VideoReadError
 from sfa_cache.video.locations import TarMember
@@ -57,7 +57,7 @@ def test_every_encoded_video_backend_is_offered() -> None:
     assert set(ENCODED) <= set(BACKENDS)
 
 
-@pytest.mark.parametrize("backend", ENCODED)
+@pytest.mark.parametrize("backend", decoders(*ENCODED))
 @pytest.mark.parametrize("name", ["avi", "mkv"])
 def test_containers_decode_every_frame_in_order(odd_videos, backend: str, name: str) -> None:
     reader = open_video(odd_videos[name], backend)
@@ -65,7 +65,7 @@ def test_containers_decode_every_frame_in_order(odd_videos, backend: str, name: 
     assert frame_ids(reader.get_frames([19, 0, 7, 7, 12])) == [19, 0, 7, 7, 12]
 
 
-@pytest.mark.parametrize("backend", ENCODED)
+@pytest.mark.parametrize("backend", decoders(*ENCODED))
 def test_variable_frame_rate_gives_the_frames_asked_for(odd_videos, backend: str) -> None:
     """Frame n is the n-th frame shown, however unevenly the frames are spaced in time."""
     reader = open_video(odd_videos["vfr"], backend)
@@ -74,6 +74,7 @@ def test_variable_frame_rate_gives_the_frames_asked_for(odd_videos, backend: str
     assert frame_ids(reader.get_frames(asked)) == asked
 
 
+@needs_decoder("torchcodec")
 def test_torchcodec_matches_decord_and_pyav(videos) -> None:
     """The same H.264 decode through three libraries: equal up to colour-conversion rounding."""
     idx = [0, 3, 4, 11, 4]
@@ -84,7 +85,7 @@ def test_torchcodec_matches_decord_and_pyav(videos) -> None:
         assert diff.mean() < 1.0 and diff.max() <= 8, other
 
 
-@pytest.mark.parametrize("backend", ENCODED)
+@pytest.mark.parametrize("backend", decoders(*ENCODED))
 def test_bytes_decode_like_the_file(videos, backend: str) -> None:
     """WebDataset members reach the reader as bytes: the same frames as from the file."""
     path = videos["index24"]
@@ -94,6 +95,7 @@ def test_bytes_decode_like_the_file(videos, backend: str) -> None:
     np.testing.assert_array_equal(member.get_frames([2, 17]), from_file)
 
 
+@needs_decoder("torchcodec")
 def test_torchcodec_single_frame_and_clamping(videos) -> None:
     reader = open_video(videos["one"], "torchcodec")
     assert reader.num_frames == 1
@@ -101,6 +103,7 @@ def test_torchcodec_single_frame_and_clamping(videos) -> None:
     assert reader.last_indices.tolist() == [0, 0]
 
 
+@needs_decoder("torchcodec")
 def test_torchcodec_errors_name_the_file(videos) -> None:
     with pytest.raises(VideoReadError) as info:
         open_video(videos["truncated"], "torchcodec")

@@ -617,9 +617,22 @@ def test_parity_recomputes_clips_through_the_recorded_model_and_preprocessing(
     # A bar below float16's resolution: the check reports the difference and fails.
     r = CliRunner().invoke(cli, ["cache", "verify", str(train.cache_dir), "--parity", "2", "--tolerance", "1e-7"])
     assert r.exit_code == 1 and "differ from the recomputed ones" in r.output and "Traceback" not in r.output
+    for bad in ("nan", "-1e-3", "inf"):  # a check that cannot fail (NaN), or cannot pass: refused as input
+        r = CliRunner().invoke(cli, ["cache", "verify", str(train.cache_dir), "--parity", "2", "--tolerance", bad])
+        assert r.exit_code == 1 and "--tolerance must be a finite number >= 0" in r.output, (bad, r.output)
+        assert "parity:" not in r.output and "Traceback" not in r.output
+
+    # The run moved: the error says which option points at it, and that option works.
+    moved = tmp_path / "moved-run"
+    run.rename(moved)
+    r = CliRunner().invoke(cli, ["cache", "verify", str(val.cache_dir), "--parity", "2"])
+    assert r.exit_code == 1 and "is not there any more; pass --spatial-run" in r.output, r.output
+    r = CliRunner().invoke(cli, ["cache", "verify", str(val.cache_dir), "--parity", "2", "--spatial-run", str(moved)])
+    assert r.exit_code == 0 and "ok:" in r.output, r.output
+    run = moved
 
     # Weights changed since extraction: refused, naming the fingerprints, before any clip is compared.
     weights = str(run / "model.safetensors")
     save_file({k: v + 0.01 if k.startswith("spatial.") else v for k, v in load_file(weights).items()}, weights)
-    r = CliRunner().invoke(cli, ["cache", "verify", str(val.cache_dir), "--parity", "2"])
+    r = CliRunner().invoke(cli, ["cache", "verify", str(val.cache_dir), "--parity", "2", "--spatial-run", str(run)])
     assert r.exit_code == 1 and "changed since extraction" in r.output and "Traceback" not in r.output

@@ -30,7 +30,7 @@ from sfa_cache.cache.layout import ShardPlan
 from sfa_cache.cache.views import ClipJob, decode_views
 from sfa_cache.cache.writer import ShardData
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
-from sfa_cache.data.failures import record_failure
+from sfa_cache.data.failures import ALL_FAILED_LIMIT, record_failure
 from sfa_cache.data.manifest import ManifestEntry
 from sfa_cache.errors import SfaError
 from sfa_cache.runtime import BAR_INTERVAL, autocast
@@ -38,10 +38,6 @@ from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.transforms import normalise_uint8
 
 log = logging.getLogger(__name__)
-
-# Stop early when this many clips in a row have all failed: a wrong --root or a broken decoder,
-# not a few bad videos, and hours of "failed" records would help nobody.
-ALL_FAILED_LIMIT = 16
 
 
 @torch.inference_mode()

@@ -135,9 +135,11 @@ def fit(
         record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1}
         record.update(trainer.train_epoch(train_loader, log_every=log_every if main else 0,
                                           log=lambda r: _log(out, r, tracking), desc=f"epoch {epoch + 1}/{epochs}"))
+        _check_learnt_from_something(record, "train", epoch)
         if val_loader is not None:
             record.update(evaluate(model, val_loader, device=trainer.device, num_classes=trainer.num_classes,
                                    amp=trainer.cfg.amp))
+            _check_learnt_from_something(record, "val", epoch)
             if trainer.ema is not None:
                 ema_metrics = evaluate(trainer.ema.module, val_loader, device=trainer.device,
                                        num_classes=trainer.num_classes, amp=trainer.cfg.amp, desc="eval (EMA)")
@@ -170,6 +172,15 @@ def fit(
         log.info("stopped at epoch %d of %d: validation top-1 has not improved for %d epochs (best %.2f)",
                  trainer.epoch, epochs, patience, max(val_top1))
     return {**last, "complete": trainer.epoch >= epochs or stopped_early, "stopped_early": stopped_early}
+
+
+def _check_learnt_from_something(record: dict[str, Any], split: str, epoch: int) -> None:
+    """An epoch whose every clip failed to load is an error, before anything of it is saved: a
+    run that learnt (or was validated) on nothing is never written as a finished epoch. The run
+    is left as it was before the epoch, to `--resume` once the data are fixed."""
+    if record[f"{split}_clips"] == 0:
+        raise SfaError(f"epoch {epoch + 1}: none of the {record[f'{split}_dropped']} {split} clips could be loaded, "
+                       "so nothing of this epoch is saved; fix the input (the failures file lists why) and --resume")
 
 
 def save_best(model: ViViTFE, out: Path, record: dict[str, Any]) -> None:

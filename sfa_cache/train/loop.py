@@ -16,6 +16,7 @@ from timm.utils.model_ema import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
+from sfa_cache.data.failures import ALL_FAILED_LIMIT
 from sfa_cache.distributed import all_reduce_sum, dist_info, is_distributed
 from sfa_cache.errors import SfaError
 from sfa_cache.runtime import BAR_INTERVAL, autocast
@@ -121,6 +122,9 @@ class Trainer:
             last = i + 1 == self.micro_per_epoch
             x, y, n_dropped = batch
             dropped += n_dropped
+            if seen == 0 and x is None and dropped >= ALL_FAILED_LIMIT:
+                raise SfaError(f"the first {dropped} training clips all failed to load: nothing to learn from; "
+                               "check the input, --root and --backend (the failures file lists why)")
             if x is not None:
                 x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
                 targets = soft_targets(y, self.num_classes, cfg.label_smoothing)

@@ -17,6 +17,7 @@ from sfa_cache.atomic import atomic_write, atomic_write_text
 from sfa_cache.checkpoint import CONFIG_FILE, run_record_from_json
 from sfa_cache.errors import SfaError
 from sfa_cache.folders import folder_marker
+from sfa_cache.jsonl import append_jsonl, read_jsonl
 
 TRAIN_STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
@@ -71,15 +72,12 @@ def load_train_state(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
 
 
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
-    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(Path(run_dir) / METRICS_FILE, record)
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """metrics.jsonl's records; a torn last line (a crash mid-append) is dropped with a warning."""
+    return read_jsonl(Path(run_dir) / METRICS_FILE)
 
 
 def truncate_metrics(run_dir: str | os.PathLike, last_step: int) -> None:

@@ -99,6 +99,11 @@ class Tracking:
         if "tensorboard" in names:
             from torch.utils.tensorboard import SummaryWriter
 
+            tb_dir = self.out / TB_DIR
+            if tb_dir.exists() and not tb_dir.is_dir():
+                raise SfaError(f"{tb_dir} is a file where TensorBoard's event folder goes; move it away or pass "
+                               "--log csv")
+
             # A resumed run drops the events logged after its saved state (the epoch record of the
             # saved step itself is kept): TensorBoard purges steps >= purge_step.
             self.tb = SummaryWriter(str(self.out / TB_DIR), purge_step=None if resume_step is None else resume_step + 1)

@@ -12,8 +12,17 @@ from typing import Sequence
 
 import numpy as np
 
-from sfa_cache.errors import VideoReadError, first_line
+from sfa_cache.errors import SfaError, VideoReadError, first_line
 from sfa_cache.video.base import Source, clamp_indices, probe_bytes, source_name
+
+
+def check_installed() -> None:
+    """A one-line SfaError saying what to install when decord cannot be imported here."""
+    try:
+        import decord  # noqa: F401  (imported for its error only)
+    except ImportError as e:
+        raise SfaError(f"--backend decord needs the decord package: {first_line(e)} (pip install decord; it has "
+                       "wheels for Linux and Windows on x86-64; elsewhere use --backend pyav)") from None
 
 
 class DecordReader:

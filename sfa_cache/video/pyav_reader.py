@@ -8,8 +8,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sfa_cache.errors import VideoReadError, first_line
+from sfa_cache.errors import SfaError, VideoReadError, first_line
 from sfa_cache.video.base import Source, clamp_indices, source_name
+
+
+def check_installed() -> None:
+    """A one-line SfaError saying what to install when PyAV cannot be imported here."""
+    try:
+        import av  # noqa: F401  (imported for its error only)
+    except ImportError as e:
+        raise SfaError(f"--backend pyav needs the av package (PyAV): {first_line(e)} (pip install av)") from None
 
 
 class PyAVReader:

@@ -7,12 +7,14 @@ imported when a reader is made, so importing this module initialises no decoder.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Sequence
 
 import numpy as np
 
 from sfa_cache.errors import SfaError, VideoReadError
+from sfa_cache.video import decord_reader, pyav_reader, torchcodec_reader
 from sfa_cache.video.base import Source, VideoReader
 from sfa_cache.video.decord_reader import DecordReader
 from sfa_cache.video.h5_reader import H5FrameReader
@@ -22,12 +24,30 @@ from sfa_cache.video.torchcodec_reader import TorchCodecReader
 
 BACKENDS = ("decord", "pyav", "torchcodec")
 _READERS = {"decord": DecordReader, "pyav": PyAVReader, "torchcodec": TorchCodecReader}
+_INSTALL_CHECKS = {"decord": decord_reader.check_installed, "pyav": pyav_reader.check_installed,
+                   "torchcodec": torchcodec_reader.check_installed}
 
 
 def check_backend(backend: str) -> None:
     """A one-line SfaError for a decoder name this module does not know (user input)."""
     if backend not in BACKENDS:
         raise SfaError(f"unknown video backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def check_decoder(backend: str, locations: Sequence[VideoLocation | str] = ()) -> None:
+    """Before any clip is tried: `backend` is known and can decode on this machine, else a
+    one-line SfaError naming what to install (never a failure per clip, which would read as
+    thousands of bad videos). Inputs that are all HDF5 frame stores need no decoder.
+    """
+    check_backend(backend)
+    if locations and all(isinstance(loc, H5Video) for loc in locations):
+        return
+    _check_installed(backend)
+
+
+@functools.lru_cache(maxsize=None)
+def _check_installed(backend: str) -> None:  # once per process: a probe costs an import
+    _INSTALL_CHECKS[backend]()
 
 
 def open_video(location: VideoLocation | str, backend: str = "decord") -> VideoReader:

@@ -16,15 +16,36 @@ import numpy as np
 from sfa_cache.errors import SfaError, VideoReadError, first_line
 from sfa_cache.video.base import Source, clamp_indices, source_name
 
+# What a Debian 12 machine lacks when torchcodec cannot load FFmpeg (docs/data.md says the same).
+FFMPEG_PACKAGES = ("libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 "
+                   "libavfilter8")
+_INSTALL = f"pip install 'sfa-cache[torchcodec]' and FFmpeg's shared libraries (Debian 12: apt-get install " \
+           f"{FFMPEG_PACKAGES})"
+
 
 def import_torchcodec_decoder() -> Any:
     """torchcodec's VideoDecoder class, or a one-line SfaError saying what to install."""
     try:
         from torchcodec.decoders import VideoDecoder
-    except ImportError as e:  # not installed, or installed without loadable FFmpeg libraries
-        raise SfaError(f"--backend torchcodec needs torchcodec and the FFmpeg libraries: {first_line(e)} "
-                       "(pip install 'sfa-cache[torchcodec]'; apt-get install libavcodec59 libavformat59)") from None
+    except ImportError as e:  # not installed, or (before 0.17) installed without loadable FFmpeg libraries
+        raise SfaError(f"--backend torchcodec needs torchcodec and FFmpeg: {first_line(e)} ({_INSTALL})") from None
     return VideoDecoder
+
+
+def check_installed() -> None:
+    """A one-line SfaError saying what to install when torchcodec cannot decode here.
+
+    torchcodec >= 0.17 imports without FFmpeg's libraries and fails at the first video with a
+    long message ("Could not load libtorchcodec. Likely causes: ..."): without this check a
+    missing FFmpeg reads as thousands of bad videos. A few bytes that are no video tell the two
+    apart: with FFmpeg loaded they fail as bad data, without it as a library that cannot load.
+    """
+    video_decoder = import_torchcodec_decoder()
+    try:
+        video_decoder(b"\x00" * 64, seek_mode="approximate")
+    except Exception as e:  # FFmpeg's "invalid data" (loaded) or torchcodec's loader error (not)
+        if "libtorchcodec" in str(e):
+            raise SfaError(f"--backend torchcodec cannot load FFmpeg's libraries here; {_INSTALL}") from None
 
 
 class TorchCodecReader:
