@@ -19,6 +19,7 @@ from sfa_cache.cache.writer import ShardData
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.fresh_process import run_in_fresh_process
 from sfa_cache.report import markdown_table as table  # noqa: F401  (re-exported for the scripts)
+from sfa_cache.runtime import autocast
 
 
 def machine() -> str:
@@ -115,3 +116,24 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any, device: torch.device) -
     except torch.OutOfMemoryError:
         return None, float("inf")
     return run.result, run.peak_bytes - run.start_bytes
+
+
+def bare_forward(backbone: str, image_size: int, batch: int, device: torch.device, amp: str, seconds: float) -> float:
+    """Frames/s of the spatial model alone on uint8 frames already on the device (normalised there,
+    as extraction does), at least `seconds` of calls after warm-up: extraction's ceiling."""
+    from sfa_cache.models.spatial import build_backbone_spatial
+    from sfa_cache.video.transforms import normalise_uint8
+
+    spatial, cfg = build_backbone_spatial(backbone, image_size)
+    model = spatial.backbone.to(device).eval()
+    x = torch.randint(0, 255, (batch, 3, image_size, image_size), dtype=torch.uint8, device=device)
+
+    @torch.inference_mode()
+    def forward() -> None:
+        with autocast(device, amp):
+            model(normalise_uint8(x, cfg.mean, cfg.std))
+
+    calls = 3
+    per_call = seconds_per_step(forward, device, warmup=3, steps=calls)
+    calls = max(calls, int(seconds / max(per_call, 1e-6)))
+    return batch / seconds_per_step(forward, device, warmup=1, steps=calls)

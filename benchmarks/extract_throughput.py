@@ -18,20 +18,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import time
 from pathlib import Path
 from unittest import mock
 
 import torch
 
-from benchmarks.common import benchmark_dataset, machine, table
+from benchmarks.common import bare_forward, benchmark_dataset, machine, table
 from sfa_cache.cache.extractor import ShardExtractor
 from sfa_cache.cache.views import ClipJob, decode_float_views, decode_views
 from sfa_cache.data.decode_pool import DecodePool
 from sfa_cache.data.manifest import infer_classes, read_manifest
 from sfa_cache.distributed import DistInfo, rank_device
-from sfa_cache.models.config import SpatialConfig
-from sfa_cache.models.spatial import SpatialTransformer
 from sfa_cache.pipelines import extract as extract_pipeline
 from sfa_cache.pipelines.extract import ExtractResult, _resolve_amp, run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
@@ -47,10 +44,9 @@ class FloatTransportExtractor(ShardExtractor):
 
     @torch.inference_mode()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """float32 [N, 3, S, S], normalised -> [N, D] float32 on the CPU."""
+        """float32 [N, 3, S, S], normalised -> [N, D] on the device."""
         with autocast(self.device, self.cfg.amp):
-            tokens = self.backbone(frames.to(self.device, non_blocking=True))
-        return tokens.float().cpu()
+            return self.backbone(frames.to(self.device, non_blocking=True))
 
 
 def transport_bytes(views: int, frames: int, image_size: int) -> dict[str, int]:
@@ -77,25 +73,6 @@ def extract_with(transport: str, cfg: ExtractConfig) -> ExtractResult:
         return run_extract(cfg)
     with mock.patch.object(extract_pipeline, "ShardExtractor", FloatTransportExtractor):
         return run_extract(cfg)
-
-
-def bare_forward(
-    backbone: str, image_size: int, batch_frames: int, device: torch.device, amp: str, seconds: float = 10.0
-) -> float:
-    """Frames/s of the backbone alone on random inputs already on the device."""
-    model = SpatialTransformer(SpatialConfig(backbone=backbone, image_size=image_size)).backbone.to(device).eval()
-    x = torch.randn(batch_frames, 3, image_size, image_size, device=device)
-    done, t0 = 0, None
-    with torch.inference_mode(), autocast(device, amp):
-        for step in range(10**9):
-            model(x).float().cpu()  # the same sync point as the extractor's encode
-            if step == 1:  # two warm-up calls
-                t0 = time.perf_counter()
-            elif step > 1:
-                done += batch_frames
-                if time.perf_counter() - t0 > seconds:
-                    break
-    return done / (time.perf_counter() - t0)
 
 
 def main() -> None:

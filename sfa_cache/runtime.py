@@ -40,6 +40,19 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one: a bare 'cuda' is the current CUDA device ('cuda:0' unless set),
+    where `torch.device` equality says 'cuda' != 'cuda:0'."""
+    import torch
+
+    def index(d: torch.device) -> int | None:
+        if d.type == "cuda" and d.index is None:
+            return torch.cuda.current_device() if torch.cuda.is_available() else 0
+        return d.index
+
+    return a.type == b.type and index(a) == index(b)
+
+
 def check_amp(amp: str, device: torch.device) -> None:
     """`amp` is a known mode that `device` can run (fp16 autocast and its grad scaler are CUDA-only here)."""
     if amp not in AMP_MODES:

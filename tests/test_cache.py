@@ -124,6 +124,27 @@ def test_frame_batcher_runs_fixed_batches_and_routes_tokens_back() -> None:
         torch.testing.assert_close(out[k], encode(frames), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.gpu
+def test_frame_batcher_overlapped_on_a_gpu_routes_the_same_tokens() -> None:
+    """Pinned staging, non-blocking copies both ways, delivery one batch late: the same tokens."""
+    weight = torch.randn(3 * 2 * 2, 5, device="cuda")
+    clips = {k: torch.randint(0, 255, (n, 3, 2, 2), dtype=torch.uint8) for k, n in enumerate([5, 7, 1, 12, 3])}
+    out = {k: torch.full((len(f), 5), float("nan")) for k, f in clips.items()}
+
+    def sink(key: int, start: int, tokens: torch.Tensor) -> None:
+        out[key][start : start + tokens.shape[0]] = tokens
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return x.to("cuda", non_blocking=True).float().flatten(1) @ weight
+
+    batcher = FrameBatcher(encode, 8, sink, torch.device("cuda"))
+    for k, frames in clips.items():
+        batcher.add(k, frames)
+    batcher.flush()
+    for k, frames in clips.items():
+        torch.testing.assert_close(out[k], encode(frames).cpu(), rtol=1e-5, atol=1e-5)
+
+
 def test_decode_pool_keeps_order_and_reports_exceptions() -> None:
     pool = DecodePool(int, workers=2, timeout=30)
     results = [r for _, r in pool.imap(["1", "x", "3", "4", "5"])]

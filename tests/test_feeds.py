@@ -188,3 +188,27 @@ def test_gpu_resident_batches_equal_host_ones(cache: FeatureCache) -> None:
     b = _epochs(ResidentBatches(store.to(gpu), on_gpu, ds.selection, batch_size=4, device=gpu), on_gpu)
     assert a[0][0].device.type == "cuda"
     _assert_same_batches([(x.cpu(), y.cpu()) for x, y in a], [(x.cpu(), y.cpu()) for x, y in b])
+
+
+def test_one_device_under_two_names_is_one_device(cache: FeatureCache) -> None:
+    """A bare 'cuda' is 'cuda:0' (the current device): a store there is not copied again."""
+    from sfa_cache.runtime import same_device
+
+    assert same_device(torch.device("cuda"), torch.device("cuda:0"))
+    assert not same_device(torch.device("cuda"), torch.device("cuda:1"))
+    assert same_device(CPU, torch.device("cpu")) and not same_device(CPU, torch.device("cuda"))
+    store = load_resident(cache, (0,), device=CPU, progress=False)
+    assert store.to(torch.device("cpu")) is store
+
+
+@pytest.mark.gpu
+def test_streamed_batches_cross_to_the_gpu_from_pinned_windows(cache: FeatureCache) -> None:
+    """Streaming pins once: each window is allocated pinned and its batches are not pinned again."""
+    from sfa_cache.cache.streaming import StreamingBatches
+
+    ds = CachedFeatureDataset(cache, 5, train=True, seed=3)
+    sampler = WindowedEpochSampler(ds.shard_of, window=2, shuffle=True, seed=3)
+    feed = StreamingBatches(ds, sampler, batch_size=4, num_workers=0, device=torch.device("cuda"))
+    assert all(x.is_pinned() for x, _ in feed.windows())
+    store = load_resident(cache, (0, 1), device=torch.device("cuda:0"), progress=False)
+    assert store.to(torch.device("cuda")) is store

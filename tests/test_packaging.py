@@ -33,10 +33,10 @@ class Install:
     site: Path
     cwd: Path  # outside the source tree, so nothing there can shadow the install
 
-    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    def run(self, *args: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         env["PATH"] = f"{self.venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-        return subprocess.run(args, cwd=self.cwd, env=env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(args, cwd=cwd or self.cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,31 @@ def test_installed_package_trains(install: Install) -> None:
                     "--batch-size", "4", "--num-workers", "0", "--temporal-depth", "1", "--out", "run", timeout=300))
     assert (install.cwd / "run" / "model.safetensors").is_file()
     assert (install.cwd / "run" / "config.json").is_file()
+
+
+def test_a_checkout_runs_its_tools_over_a_normal_install(install: Install, tmp_path: Path) -> None:
+    """From a checkout's root `./sfa_cache` shadows the installed package and has no pipelines/ or
+    cli/ of its own: they are mapped from the checkout, so the GPU suite and pytest run there."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns("__pycache__", ".venv", ".git", "*.egg-info"))
+    where = _ok(install.run("python", "-c", "import sfa_cache, sfa_cache.pipelines.stage1 as s, sfa_cache.cli.main "
+                            "as m; print(sfa_cache.__file__, s.__file__, m.__file__)", cwd=checkout))
+    assert all(Path(p).is_relative_to(checkout) for p in where.split()), where
+    assert "--sections" in _ok(install.run("python", "-m", "benchmarks.gpu_suite", "--help", cwd=checkout))
+
+
+def test_the_wheelhouse_asks_for_the_nodes_platform_and_never_torch() -> None:
+    """tools/wheelhouse.py (its download is exercised by .ci/run's install rehearsal)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("wheelhouse", REPO / "tools" / "wheelhouse.py")
+    wheelhouse = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wheelhouse)
+    tags = wheelhouse.platform_tags("manylinux_2_28_x86_64")
+    assert tags[0] == "manylinux_2_28_x86_64" and {"manylinux2014_x86_64", "manylinux2010_x86_64"} <= set(tags)
+    assert "manylinux_2_29_x86_64" not in tags  # nothing newer than the node's glibc
+    wanted = [line.split(">")[0].split("<")[0].strip().lower() for line in wheelhouse.NODE_PACKAGES.read_text()
+              .splitlines() if line.strip() and not line.startswith("#")]
+    assert {"decord", "av", "zarr", "webdataset"} <= set(wanted) and not {"torch", "torchvision"} & set(wanted)
+    (download,) = [c for c in wheelhouse.commands(Path("/tmp/w"), "3.12", "manylinux_2_28_x86_64") if "download" in c]
+    assert "--only-binary=:all:" in download and download[download.index("--python-version") + 1] == "3.12"

@@ -41,9 +41,9 @@ log = logging.getLogger(__name__)
 
 
 @torch.inference_mode()
-def encode_frames(backbone: nn.Module, frames: torch.Tensor, spec: ClipSpec, device: torch.device,
-                  amp: str) -> torch.Tensor:
-    """uint8 [N, 3, S, S], not normalised -> CLS tokens [N, D] float32 on the CPU.
+def encode_on_device(backbone: nn.Module, frames: torch.Tensor, spec: ClipSpec, device: torch.device,
+                     amp: str) -> torch.Tensor:
+    """uint8 [N, 3, S, S], not normalised -> CLS tokens [N, D] on `device` (queued, not waited for).
 
     The frames cross to the device as uint8 and are normalised there in float32, with the
     operations of the CPU transforms (so a CPU run equals normalising on the CPU, bit for bit).
@@ -55,8 +55,13 @@ def encode_frames(backbone: nn.Module, frames: torch.Tensor, spec: ClipSpec, dev
     if x.dtype == torch.uint8:
         x = normalise_uint8(x, spec.mean, spec.std)
     with autocast(device, amp):
-        tokens = backbone(x)
-    return tokens.float().cpu()
+        return backbone(x)
+
+
+def encode_frames(backbone: nn.Module, frames: torch.Tensor, spec: ClipSpec, device: torch.device,
+                  amp: str) -> torch.Tensor:
+    """uint8 [N, 3, S, S], not normalised -> CLS tokens [N, D] float32 on the CPU (`encode_on_device`)."""
+    return encode_on_device(backbone, frames, spec, device, amp).float().cpu()
 
 
 def encode_views(backbone: nn.Module, views: torch.Tensor, spec: ClipSpec, device: torch.device, amp: str,
@@ -124,8 +129,9 @@ class ShardExtractor:
         self.dim: int = backbone.embed_dim
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, 3, S, S], not normalised -> [N, D] float32 on the CPU (`encode_frames`)."""
-        return encode_frames(self.backbone, frames, self.spec, self.device, self.cfg.amp)
+        """uint8 [N, 3, S, S], not normalised -> [N, D] on the device (`encode_on_device`); the
+        batcher brings them back to the host, overlapped with the next batch on a GPU."""
+        return encode_on_device(self.backbone, frames, self.spec, self.device, self.cfg.amp)
 
     def run(self, shards: Sequence[ShardPlan], entries: Sequence[ManifestEntry]) -> ExtractStats:
         """Extract `shards` (global clip ranges into `entries`); each ends with its marker."""
@@ -168,7 +174,7 @@ class ShardExtractor:
         def sink(row: int, start: int, tokens: torch.Tensor) -> None:
             flat[row, start : start + tokens.shape[0]] = tokens.numpy()
 
-        batcher = FrameBatcher(self.encode, self.cfg.batch_frames, sink)
+        batcher = FrameBatcher(self.encode, self.cfg.batch_frames, sink, self.device)
         failures: list[dict[str, Any]] = []
         for clip in range(shard.start, shard.stop):
             _, result = next(results)

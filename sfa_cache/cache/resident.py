@@ -27,7 +27,7 @@ from sfa_cache.cache.layout import PLACEMENTS
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.data.batches import EpochSampler
 from sfa_cache.errors import SfaError
-from sfa_cache.runtime import BAR_INTERVAL, host_available_bytes
+from sfa_cache.runtime import BAR_INTERVAL, host_available_bytes, same_device
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ class ResidentFeatures:
         return self.tokens.numel() * self.tokens.element_size()
 
     def to(self, device: torch.device) -> ResidentFeatures:
-        """A copy on `device` (the same object when it is there already)."""
-        if self.tokens.device == device:
+        """A copy on `device` (the same object when it is there already, 'cuda' and 'cuda:0' alike)."""
+        if same_device(self.tokens.device, device):
             return self
         return replace(self, tokens=self.tokens.to(device), labels=self.labels.to(device))
 
@@ -140,9 +140,10 @@ def choose_placement(requested: str, nbytes: int, device: torch.device, *, step_
 def to_training_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """A gathered batch onto the training device, float32 only there (half the bytes in transit).
 
-    From host memory to a GPU the (small) batch is pinned first so the copy is asynchronous.
+    From host memory to a GPU the (small) batch is pinned first so the copy is asynchronous,
+    unless it is pinned already (a slice of a streamed window, which is allocated pinned).
     """
-    if x.device.type == "cpu" and device.type == "cuda":
+    if x.device.type == "cpu" and device.type == "cuda" and not x.is_pinned():
         x, y = x.pin_memory(), y.pin_memory()
     # .to() is a no-op when the tensor is there already (cuda:0 for a bare "cuda" included)
     return x.to(device, non_blocking=True).float(), y.to(device, non_blocking=True)

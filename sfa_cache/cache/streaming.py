@@ -86,7 +86,9 @@ class StreamingBatches:
         workers = max(0, num_workers)
         self.loader = DataLoader(
             reader, sampler=ShardPieces(sampler, dataset.shard_of), batch_size=None, num_workers=workers,
-            pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+            # Not pinned per piece: each piece is copied once into its window, and the window is
+            # allocated pinned (`windows`), so a batch crosses to the GPU with one pinned copy.
+            pin_memory=False, persistent_workers=workers > 0,
             # forkserver, not fork: zarr holds threads that do not survive a fork (data/loaders.py)
             multiprocessing_context="forkserver" if workers > 0 else None,
             prefetch_factor=prefetch if workers > 0 else None,
@@ -96,13 +98,15 @@ class StreamingBatches:
         return -(-len(self.sampler) // self.batch_size)
 
     def windows(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(tokens [n, T, D], labels [n]) of each window in order, filled from its shards' pieces."""
+        """(tokens [n, T, D], labels [n]) of each window in order, filled from its shards' pieces
+        (in pinned memory when training on a GPU)."""
         x = y = None
         filled = 0
+        pin = self.device.type == "cuda"
         for tokens, labels, positions, size in self.loader:
             if x is None:
-                x = tokens.new_empty((size, *tokens.shape[1:]))
-                y = labels.new_empty(size)
+                x = torch.empty((size, *tokens.shape[1:]), dtype=tokens.dtype, pin_memory=pin)
+                y = torch.empty(size, dtype=labels.dtype, pin_memory=pin)
             x.index_copy_(0, positions, tokens), y.index_copy_(0, positions, labels)
             filled += len(positions)
             if filled == size:

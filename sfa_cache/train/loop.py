@@ -24,6 +24,30 @@ from sfa_cache.train.losses import mixup, soft_cross_entropy, soft_targets
 from sfa_cache.train.metrics import topk_correct
 from sfa_cache.train.optim import OptimConfig, build_optimizer, lr_at, set_lr
 
+# The training loop reads the loss on the host (a device sync) every this many optimiser steps.
+SYNC_EVERY = 32
+
+
+class FiniteLossWatch:
+    """Watches every step's loss for NaN / inf on the device, without a host sync per step: `add`
+    keeps the first non-finite loss and its step in device tensors, `check` (a sync) raises."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.bad = torch.zeros((), dtype=torch.bool, device=device)
+        self.value = torch.zeros((), dtype=torch.float32, device=device)
+        self.step = torch.zeros((), dtype=torch.int64, device=device)
+
+    def add(self, loss: torch.Tensor, step: int) -> None:
+        first = ~torch.isfinite(loss) & ~self.bad
+        self.value = torch.where(first, loss.float(), self.value)
+        self.step = torch.where(first, torch.full_like(self.step, step), self.step)
+        self.bad |= first
+
+    def check(self) -> None:
+        if bool(self.bad):
+            raise FloatingPointError(f"loss is {float(self.value)} at step {int(self.step)}; lower --lr or use "
+                                     "--amp none")
+
 
 class Trainer:
     """Owns the optimiser, the grad scaler and the global step; one call per epoch.
@@ -107,7 +131,11 @@ class Trainer:
         mix_rng = np.random.default_rng([self.seed, self.epoch, 0x313])
         model.train()
         opt.zero_grad(set_to_none=True)
-        total_loss, seen, dropped, t0 = 0.0, 0, 0, time.perf_counter()
+        # The loss stays on the device: summed there, and read (a host sync) only every
+        # SYNC_EVERY optimiser steps, at log steps and at the epoch's end, not after every step.
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        finite = FiniteLossWatch(self.device)
+        seen, dropped, t0 = 0, 0, time.perf_counter()
         bar = tqdm(
             loader,
             total=self.micro_per_epoch,
@@ -131,10 +159,9 @@ class Trainer:
                 x, targets = mixup(x, targets, cfg.mixup, mix_rng)
                 with autocast(self.device, cfg.amp):
                     loss = soft_cross_entropy(model(x), targets)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower --lr or use --amp none")
+                finite.add(loss.detach(), self.step)
                 self.scaler.scale(loss / cfg.accum_steps).backward()
-                total_loss += loss.item() * y.shape[0]
+                loss_sum += loss.detach() * y.shape[0]
                 seen += y.shape[0]
             if (i + 1) % cfg.accum_steps == 0 or last:
                 lr = self.lr()
@@ -148,22 +175,19 @@ class Trainer:
                 self.step += 1
                 if self.ema is not None:
                     self.ema.update(self.module, step=self.step)
-                rate = seen / max(1e-9, time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{total_loss / max(1, seen):.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
-                if log is not None and log_every and self.step % log_every == 0:
-                    log(
-                        {
-                            "kind": "train",
-                            "epoch": self.epoch + 1,
-                            "step": self.step,
-                            "loss": total_loss / max(1, seen),
-                            "lr": lr,
-                            "clips_per_s": rate,
-                        }
-                    )
+                logging_now = log is not None and log_every and self.step % log_every == 0
+                if self.step % SYNC_EVERY == 0 or logging_now or last:
+                    finite.check()
+                    mean_loss = float(loss_sum) / max(1, seen)
+                    rate = seen / max(1e-9, time.perf_counter() - t0)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{lr:.2e}", clips_s=f"{rate:.1f}")
+                    if logging_now:
+                        log({"kind": "train", "epoch": self.epoch + 1, "step": self.step, "loss": mean_loss,
+                             "lr": lr, "clips_per_s": rate})
         bar.close()
         self.epoch += 1
-        total_loss, seen, dropped = all_reduce_sum([total_loss, seen, dropped], self.device)  # every rank's clips
+        finite.check()
+        total_loss, seen, dropped = all_reduce_sum([float(loss_sum), seen, dropped], self.device)  # every rank's
         return {"train_loss": total_loss / max(1, seen), "train_clips": int(seen), "train_dropped": int(dropped),
                 "train_seconds": time.perf_counter() - t0}
 
