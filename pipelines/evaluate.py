@@ -19,7 +19,7 @@ from tqdm import tqdm
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.checkpoint import load_model, read_run_record
 from sfa_cache.data.batches import EpochSampler, collate_items_skip_failed
-from sfa_cache.data.failures import record_failure
+from sfa_cache.data.failures import FAILURES_FILE, record_failure
 from sfa_cache.data.inputs import input_name, read_input
 from sfa_cache.data.loaders import video_loader
 from sfa_cache.data.video_dataset import MultiViewClipDataset
@@ -28,7 +28,6 @@ from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.job_configs import EvaluateConfig
 from sfa_cache.runtime import BAR_INTERVAL, autocast, resolve_device
 from sfa_cache.train.metrics import confusion_matrix, per_class_accuracy, topk_correct
-from sfa_cache.train.run_dir import FAILURES_FILE
 from sfa_cache.video.clips import ClipSpec, make_views
 from sfa_cache.video.reader import check_decoder
 

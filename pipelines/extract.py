@@ -19,10 +19,9 @@ import torch
 from sfa_cache.cache.builder import CacheBuilder
 from sfa_cache.cache.extractor import ExtractorConfig, ShardExtractor
 from sfa_cache.cache.index import CachedSpatial, CacheIndex, ExtractionSettings, ManifestInfo, ViewSettings
-from sfa_cache.cache.layout import FAILURES_FILE
 from sfa_cache.checkpoint import load_spatial, read_run_record
 from sfa_cache.configs import config_to_dict
-from sfa_cache.data.failures import read_failures
+from sfa_cache.data.failures import FAILURES_FILE, read_failures
 from sfa_cache.data.inputs import describe_input, input_name, read_input
 from sfa_cache.data.manifest import Manifest, manifest_digest, read_classes_file
 from sfa_cache.distributed import DistInfo, init_distributed, rank_device, shutdown_distributed

@@ -17,7 +17,7 @@ import torch
 from sfa_cache.checkpoint import RunRecord
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.batches import EpochSampler
-from sfa_cache.data.failures import record_failure
+from sfa_cache.data.failures import FAILURES_FILE, record_failure
 from sfa_cache.data.inputs import read_input
 from sfa_cache.data.loaders import video_loader
 from sfa_cache.data.manifest import Manifest, read_classes_file
@@ -98,7 +98,7 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     s = model.cfg.spatial
     aug = AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob,
                           randaugment_ops=cfg.randaugment_ops, randaugment_magnitude=cfg.randaugment_magnitude)
-    failures = out / rd.FAILURES_FILE
+    failures = out / FAILURES_FILE
     if info.is_main and not resuming:  # samples a WebDataset / HDF5 index left out
         for m in (train_m, val_m):
             for skipped in (m.skipped if m is not None else []):

@@ -29,17 +29,22 @@ class FreshRun:
     start_bytes: float  # the same measure just before `fn` ran (the interpreter and its imports)
 
 
-def die_with_parent(parent: int) -> None:
-    """In a child process: end when process `parent` ends, however it ends.
+def die_with_parent(parent: int, sig: int = signal.SIGTERM) -> None:
+    """In a child process: receive `sig` when process `parent` ends, however it ends.
 
     A parent killed by SIGTERM runs no cleanup, so without this its spawned phase (hours of
-    training) would run on with no one to read its result. Linux delivers SIGTERM to the child
-    when the parent thread dies (prctl PR_SET_PDEATHSIG); elsewhere this does nothing.
+    training) or its decode workers would run on with no one to read their results. Linux
+    delivers `sig` to the child when the parent thread dies (prctl PR_SET_PDEATHSIG); elsewhere
+    this does nothing (a closed pipe is then the only signal). SIGKILL reaches even a child whose
+    native code holds the GIL (a hung decoder).
     """
     if not sys.platform.startswith("linux"):
         return
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, sig)
+    except (OSError, AttributeError):  # no glibc
+        return
     if os.getppid() != parent:  # the parent died before the request was in place
         os._exit(1)
 

@@ -40,6 +40,7 @@ from sfa_cache.cache.index import (
     read_cache_index,
 )
 from sfa_cache.cache.writer import ShardData, write_shard
+from sfa_cache.data.failures import FAILURES_FILE
 from sfa_cache.distributed import DistInfo, barrier
 from sfa_cache.errors import SfaError
 from sfa_cache.folders import folder_marker
@@ -128,12 +129,12 @@ class CacheBuilder:
             )
         failures = [f for m in markers for f in m["failures"]]
         # The live log may hold duplicates from interrupted attempts; the markers are the truth.
-        atomic_write_text(self.dir / layout.FAILURES_FILE, "".join(json.dumps(f) + "\n" for f in failures))
+        atomic_write_text(self.dir / FAILURES_FILE, "".join(json.dumps(f) + "\n" for f in failures))
         valid = sum(m["valid"] for m in markers)
         if valid == 0:  # a cache of nothing but NaN helps nobody: not marked complete
             first = failures[0] if failures else {}
             raise SfaError(f"no clip of {self.job.manifest.path} could be decoded ({len(failures)} failures; first: "
-                           f"{first.get('path')}: {first.get('reason')}); see {self.dir / layout.FAILURES_FILE}")
+                           f"{first.get('path')}: {first.get('reason')}); see {self.dir / FAILURES_FILE}")
         num_clips = self.shards[-1].stop if self.shards else 0
         self.index = dataclasses.replace(
             self.job,

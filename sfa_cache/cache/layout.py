@@ -31,7 +31,6 @@ CACHE_FILE = "cache.json"
 JOB_FILE = "extract.json"
 SHARDS_DIR = "shards"
 LOCKS_DIR = ".locks"
-FAILURES_FILE = "failures.jsonl"
 
 # The settings a cache can be made with (named here, with no heavy import, for the command line).
 VIEW_MODES = ("train", "eval")  # augmented training views | the evaluation centre view or crops

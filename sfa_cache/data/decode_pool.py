@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,8 @@ from multiprocessing import connection
 from typing import Any, Callable, Generic, Iterator, Optional, Sequence, TypeVar
 
 import torch.multiprocessing as tmp  # registers tensor pickling through shared memory
+
+from sfa_cache.fresh_process import die_with_parent
 
 log = logging.getLogger(__name__)
 J = TypeVar("J")
@@ -50,19 +53,9 @@ def _run(fn: Callable[[Any], Any], job: Any) -> Any:
         return JobFailure(_reason(e))
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this worker when its parent process dies, even if a decode holds the GIL
-    (a hung decord never reads the closed pipe that would otherwise tell it to exit)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux / no glibc: the pipe EOF is the fallback
-        pass
-
-
 def _worker_main(conn: connection.Connection, fn: Callable[[Any], Any]) -> None:
-    _die_with_parent()
+    # SIGKILL, not SIGTERM: a hung decord holds the GIL and never reads the closed pipe either.
+    die_with_parent(os.getppid(), signal.SIGKILL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     import torch
 

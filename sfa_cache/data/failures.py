@@ -8,6 +8,8 @@ from typing import Optional
 
 from sfa_cache.jsonl import append_jsonl, read_jsonl
 
+FAILURES_FILE = "failures.jsonl"  # in a run, an evaluation and a cache folder alike
+
 # Stop early when this many clips in a row have all failed: a wrong --root or a broken decoder,
 # not a few bad videos, and hours of "failed" records (or epochs trained on nothing) help nobody.
 ALL_FAILED_LIMIT = 16

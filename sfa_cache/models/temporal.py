@@ -112,13 +112,3 @@ def resize_temporal_pos_embed(pos_embed: torch.Tensor, num_frames: int) -> torch
         frames.transpose(1, 2).float(), size=num_frames, mode="linear", align_corners=frames.shape[1] > 1
     ).transpose(1, 2)
     return torch.cat([cls_slot, resized.to(pos_embed.dtype)], dim=1)
-
-
-def temporal_checkpoint_filter_fn(
-    state_dict: dict[str, torch.Tensor], model: TemporalTransformer
-) -> dict[str, torch.Tensor]:
-    """Adapt a temporal state dict trained at F1 frames to `model` (F2 frames)."""
-    out = dict(state_dict)
-    if "pos_embed" in out:
-        out["pos_embed"] = resize_temporal_pos_embed(out["pos_embed"], model.num_frames)
-    return out

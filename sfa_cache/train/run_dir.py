@@ -21,7 +21,6 @@ from sfa_cache.jsonl import append_jsonl, read_jsonl
 
 TRAIN_STATE_FILE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
-FAILURES_FILE = "failures.jsonl"
 
 
 def _identity(train_cfg: dict[str, Any], runtime_keys: frozenset[str], prefix: str = "") -> dict[str, Any]:
