@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from sfa_cache.pipelines.job_configs import DemoConfig
+from sfa_cache.pipelines.demo_config import DemoConfig
 
 
 @dataclass(frozen=True)

@@ -329,64 +329,6 @@ class EvaluateConfig:
             raise SfaError(f"--amp must be one of {', '.join(AMP_MODES)}")
 
 
-# --- sfa-cache demo -------------------------------------------------------------------------------
-
-@dataclass
-class DemoConfig:
-    """`sfa-cache demo`: the paper's Table 1 in miniature on synthetic data (docs/demo.md has the why)."""
-
-    workdir: str = "sfa-demo"
-    seeds: int = 1  # runs everything (data, image checkpoint, training) for seeds seed, seed+1, ...
-    frames: int = 32  # F: extraction, the Stage-2 rows and the baseline
-    frames_sweep: tuple[int, ...] = (8, 16)  # SFA also at these frame counts, from the same F-frame cache
-    stage1_frames: int = 8
-    epochs: int = 8  # Stage 1 (fixed: the recipe's cheap first stage)
-    # Every other row trains until validation top-1 has not improved for `patience` epochs, or its cap
-    # (the cosine schedule spans the cap). Measured on full-cap runs (docs/demo.md): patience 5 stopped
-    # rows on plateaus 10-37 points below where they ended; 10 stops every row at or after its best.
-    patience: int = 10
-    # The whole model on raw video: a 24-epoch cap left it at 68% on a seed where 48 epochs reach 98%;
-    # a 32-epoch cap cost it 4 points on 3 seeds (94.8 vs 98.8), so the demo keeps 48 (docs/demo.md).
-    baseline_max_epochs: int = 48
-    stage2_max_epochs: int = 60  # a Stage-2 row on its cache (an epoch costs under a second)
-    backbone: str = "vit_tiny_patch16_224"
-    image_size: int = 32
-    pretrain_steps: int = 800
-    batch_size: int = 16
-    lr: float = 1e-3  # Stage 1: AdamW, the temporal transformer's
-    spatial_lr_scale: float = 0.05  # the pre-trained spatial ViT is fine-tuned at lr x this (at 1x it is wrecked)
-    baseline_lr: float = 5e-4  # the baseline's own, tuned: at Stage 1's 1e-3 it ended 24 epochs at 60%, at 5e-4 at 89%
-    temporal_depth: int = 2  # every temporal transformer (depth 2 learns faster than 4 on 280 clips)
-    temporal_pos_std: float = 1.0  # at ViT's 0.02 the frame order (left vs right) is not learnt in 8 epochs
-    color_jitter_prob: float = 0.0  # brightness jitter blurs white (flash) vs coloured
-    stage2_lr: float = 1e-3  # 2e-3 lets the fresh MLP adapter wreck the Stage-1 temporal init
-    stage2_batch_size: int = 16
-    train_per_class: int = 40  # make-synthetic defaults
-    val_per_class: int = 12
-    # Mixed precision for every phase alike. auto: bf16 where the hardware runs it natively (CUDA, or
-    # a CPU with AVX512-BF16/AMX: there the baseline's epoch takes 0.62x the float32 one), else none.
-    amp: str = "auto"
-    device: str = "auto"
-    num_workers: int = 2
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.amp not in AMP_MODES + ("auto",):
-            raise SfaError(f"--amp must be auto or one of {', '.join(AMP_MODES)}, got {self.amp!r}")
-        if self.seeds < 1:
-            raise SfaError(f"--seeds must be >= 1, got {self.seeds}")
-        if self.frames <= self.stage1_frames:
-            raise SfaError(f"--frames ({self.frames}) must be more than Stage 1's {self.stage1_frames}")
-        if any(not 1 <= f < self.frames for f in self.frames_sweep):
-            raise SfaError(f"the frame sweep {self.frames_sweep} must lie below --frames {self.frames}")
-        if min(self.patience, self.epochs, self.baseline_max_epochs, self.stage2_max_epochs) < 1:
-            raise SfaError("epochs, caps and patience must be >= 1")
-
-    @property
-    def seed_list(self) -> list[int]:
-        return [self.seed + i for i in range(self.seeds)]
-
-
 # --- sfa-cache plan -------------------------------------------------------------------------------
 
 @dataclass

@@ -90,9 +90,10 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small synthetic dataset: 7 classes x (4 train + 2 val) clips of 24 frames at 32 px."""
+    """A small synthetic dataset: 7 classes x (4 train + 2 val + 2 test) clips of 24 frames at 32 px."""
     root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(root, SyntheticConfig(train_per_class=4, val_per_class=2, num_frames=24, size=32, flash_len=4))
+    make_synthetic(root, SyntheticConfig(train_per_class=4, val_per_class=2, test_per_class=2, num_frames=24, size=32,
+                                         flash_len=4))
     return root
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -83,13 +84,21 @@ def test_synthetic_dataset_files_and_manifests(synthetic) -> None:
 
 
 def test_synthetic_is_deterministic_per_seed(tmp_path) -> None:
-    cfg = SyntheticConfig(train_per_class=1, val_per_class=1, num_frames=24, size=32, flash_len=2, seed=3)
+    cfg = SyntheticConfig(train_per_class=1, val_per_class=1, test_per_class=1, num_frames=24, size=32, flash_len=2,
+                          seed=3)
     make_synthetic(tmp_path / "a", cfg)
     make_synthetic(tmp_path / "b", cfg)
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         assert (tmp_path / "a" / f"{split}.csv").read_text() == (tmp_path / "b" / f"{split}.csv").read_text()
     video = "videos/train/000004.mp4"
     assert (tmp_path / "a" / video).read_bytes() == (tmp_path / "b" / video).read_bytes()
+    # A test split is drawn apart: the train and val videos of a seed stay as they were without it.
+    make_synthetic(tmp_path / "c", dataclasses.replace(cfg, test_per_class=0))
+    assert not (tmp_path / "c" / "test.csv").exists()
+    for video in ("videos/train/000004.mp4", "videos/val/000002.mp4"):
+        assert (tmp_path / "a" / video).read_bytes() == (tmp_path / "c" / video).read_bytes()
+    assert (tmp_path / "a" / "videos/test/000002.mp4").read_bytes() != (tmp_path / "a" / "videos/val/000002.mp4"
+                                                                         ).read_bytes()
     other = render_clip("flash_early", SyntheticConfig(seed=4), np.random.default_rng([4, 0, 5]))
     same = render_clip("flash_early", SyntheticConfig(seed=4), np.random.default_rng([4, 0, 5]))
     assert np.array_equal(other, same)

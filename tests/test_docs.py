@@ -77,7 +77,7 @@ def test_every_documented_command_parses(where: str, args: list[str]) -> None:
 # The README's walk-through, shrunk: fewer clips and epochs; every other flag as written.
 TOY = {
     r"sfa-cache make-synthetic work/synthetic\b":
-        "sfa-cache make-synthetic work/synthetic --train-per-class 2 --val-per-class 1",
+        "sfa-cache make-synthetic work/synthetic --train-per-class 2 --val-per-class 1 --test-per-class 1",
     r"--epochs 5\b": "--epochs 1",
     r"--epochs 10\b": "--epochs 1",
 }

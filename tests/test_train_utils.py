@@ -102,11 +102,55 @@ def test_image_pretraining_on_synthetic_frames_learns_and_loads(tmp_path) -> Non
     frames, targets = render_frames(50, 64, np.random.default_rng(0))
     assert frames.shape == (50, 64, 64, 3) and frames.dtype == np.uint8
     assert targets.min() >= 0 and targets.max() < FRAME_CLASSES and 0 < (targets % 2).mean() < 1
-    cfg = ImagePretrainConfig(frames=2000, steps=150, seed=0)
+    cfg = ImagePretrainConfig(task="aligned", frames=2000, steps=150, seed=0)
     result = pretrain_on_synthetic_frames(cfg, tmp_path / "w.safetensors", torch.device("cpu"))
     assert result["lit_accuracy"] > 0.8, result  # chance: 0.5; the shape's colour says it at a glance
     spatial = SpatialTransformer(SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size))
     assert load_backbone_weights(spatial.backbone, tmp_path / "w.safetensors") == []
+
+
+def test_generic_images_name_the_object_not_where_or_how_lit(tmp_path) -> None:
+    """The generic stand-in's task: the object's kind, in images whose position, size and
+    brightness vary, with augmentation that keeps the label; the weights load like any."""
+    from sfa_cache.data.synthetic import OBJECT_KINDS, render_objects
+    from sfa_cache.models.config import SpatialConfig
+    from sfa_cache.models.spatial import SpatialTransformer, load_backbone_weights
+    from sfa_cache.train.image_pretrain import ImagePretrainConfig, augment, pretrain_on_synthetic_frames
+
+    frames, kinds = render_objects(400, 64, np.random.default_rng(0))
+    assert frames.shape == (400, 64, 64, 3) and set(kinds.tolist()) == set(range(len(OBJECT_KINDS)))
+    assert np.bincount(kinds).min() > 400 / len(OBJECT_KINDS) / 2  # every kind drawn about as often
+    x = torch.linspace(-1, 1, 2 * 3 * 8 * 8).view(2, 3, 8, 8)
+    a, b = augment(x, torch.Generator().manual_seed(1)), augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.allclose(a, x)  # random, but seeded
+    cfg = ImagePretrainConfig(task="generic", frames=200, steps=5, seed=0)
+    result = pretrain_on_synthetic_frames(cfg, tmp_path / "g.safetensors", torch.device("cpu"))
+    assert result["task"] == "generic" and result["chance"] == 1 / len(OBJECT_KINDS) and "lit_accuracy" not in result
+    spatial = SpatialTransformer(SpatialConfig(backbone=cfg.backbone, image_size=cfg.image_size))
+    assert load_backbone_weights(spatial.backbone, tmp_path / "g.safetensors") == []
+
+
+def test_video_frame_cues_are_the_frames_facts() -> None:
+    """The probe's labels: the lit frames' white shape sits in the labelled cell."""
+    from sfa_cache.data.synthetic import GRID, SyntheticConfig, video_frame_cues
+
+    frames, cells, lit = video_frame_cues(60, 4, SyntheticConfig(), np.random.default_rng(0))
+    assert frames.shape == (240, 64, 64, 3) and 0.05 < lit.mean() < 0.5 and cells.max() < GRID * GRID
+    for frame, cell in zip(frames[lit == 1], cells[lit == 1]):
+        ys, xs = np.nonzero(frame.min(axis=2) > 235)  # the white shape (the lit background stays below)
+        assert int(ys.mean() / 64 * GRID) * GRID + int(xs.mean() / 64 * GRID) == cell
+
+
+def test_a_linear_probe_reads_what_features_hold_and_nothing_more() -> None:
+    from sfa_cache.train.probe import linear_probe
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (1200,), generator=gen)
+    x = torch.randn(1200, 16, generator=gen)
+    x[:, 3] += 8 * y  # the label, linearly
+    assert linear_probe(x[:900], y[:900], x[900:], y[900:]) > 95
+    noise = torch.randn(1200, 16, generator=gen)
+    assert linear_probe(noise[:900], y[:900], noise[900:], y[900:]) < 40  # chance: 25
 
 
 def test_spatial_lr_scale_gives_the_spatial_vit_its_own_learning_rate() -> None:
@@ -202,3 +246,26 @@ def test_runs_bf16_fast_on_a_gpu_means_native_bf16() -> None:
     from sfa_cache.runtime import runs_bf16_fast
 
     assert runs_bf16_fast(torch.device("cuda")) is (torch.cuda.get_device_capability() >= (8, 0))
+
+
+def test_a_non_finite_loss_stops_training_naming_its_first_step_without_a_sync_per_step() -> None:
+    """The loss stays on the device between reads: a NaN is still caught, at the next read, with
+    the step where it first appeared."""
+    from sfa_cache.train import loop
+    from sfa_cache.train.optim import OptimConfig
+
+    watch = loop.FiniteLossWatch(torch.device("cpu"))
+    for step, value in enumerate([1.0, 0.5, float("nan"), float("inf"), 0.2]):
+        watch.add(torch.tensor(value), step)
+    with pytest.raises(FloatingPointError, match="loss is nan at step 2"):
+        watch.check()
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x = torch.randn(80, 4)
+    x[50] = float("nan")  # batch 50 // 2 = 25: optimiser step 25 of 40
+    batches = [(x[i : i + 2], torch.tensor([0, 1]), 0) for i in range(0, 80, 2)]
+    trainer = loop.Trainer(model, OptimConfig(epochs=1, batch_size=2, optimizer="sgd", lr=0.01, warmup_epochs=0),
+                           steps_per_epoch=len(batches), num_classes=3, device=torch.device("cpu"))
+    with pytest.raises(FloatingPointError, match="loss is nan at step 25"):
+        trainer.train_epoch(batches)
+    assert trainer.step == loop.SYNC_EVERY  # noticed at the first read after it, not at the step itself

@@ -43,7 +43,8 @@ FLASH_SCENE = 120.0  # a flash also lights the background by this much: a clear 
 @dataclass
 class SyntheticConfig:
     train_per_class: int = 40
-    val_per_class: int = 12
+    val_per_class: int = 12  # selection: early stopping and the best epoch watch this split
+    test_per_class: int = 12  # scoring: reported accuracy is read here, never used to choose (0: no test split)
     num_frames: int = 64
     size: int = 64  # frame side in pixels (even)
     flash_len: int = 4  # frames per flash
@@ -53,8 +54,8 @@ class SyntheticConfig:
     def validate(self) -> None:
         if self.size < 16 or self.size % 2:
             raise SfaError(f"size must be an even number >= 16, got {self.size}")
-        if self.train_per_class < 1 or self.val_per_class < 1:
-            raise SfaError("clips per class must be >= 1")
+        if self.train_per_class < 1 or self.val_per_class < 1 or self.test_per_class < 0:
+            raise SfaError("clips per class must be >= 1 (train, val) and >= 0 (test)")
         if self.flash_len < 1:
             raise SfaError(f"flash length must be >= 1, got {self.flash_len}")
         # Early and late flashes must stay apart (at least 2 flash lengths between them).
@@ -75,8 +76,22 @@ def _random_colour(rng: np.random.Generator) -> np.ndarray:
     return c.astype(np.float32)
 
 
-def render_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
-    """One clip of class `label` -> uint8 [num_frames, size, size, 3]."""
+@dataclass
+class _ClipPlan:
+    """One clip's scene and the acting shape's per-frame state ([T] each)."""
+
+    background: np.ndarray
+    kind: str
+    colour: np.ndarray
+    r: float
+    d_mask: np.ndarray
+    d_colour: np.ndarray
+    cy: np.ndarray
+    cx: np.ndarray
+    lit: np.ndarray
+
+
+def _plan_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> _ClipPlan:
     T, S = cfg.num_frames, cfg.size
     yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
     background = rng.uniform(10, 70, size=3).astype(np.float32)
@@ -113,15 +128,49 @@ def render_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> n
             room = T // 2 - 2 * cfg.flash_len
             s = int(rng.integers(0, room + 1)) + (0 if label == "flash_early" else T - cfg.flash_len - room)
             lit[s : s + cfg.flash_len] = True
+    return _ClipPlan(background, str(kind), colour, r, d_mask, d_colour, cy, cx, lit)
 
-    frames = np.empty((T, S, S, 3), dtype=np.uint8)
-    for t in range(T):
-        img = np.broadcast_to(np.minimum(background + (FLASH_SCENE if lit[t] else 0.0), 255), (S, S, 3)).copy()
-        img[d_mask] = d_colour
-        img[_shape_mask(kind, cy[t], cx[t], r, yy, xx)] = WHITE if lit[t] else colour
-        img += rng.normal(0, 6, size=(S, S, 1)).astype(np.float32)  # sensor noise
-        frames[t] = np.clip(img, 0, 255).astype(np.uint8)
-    return frames
+
+def _draw_frame(plan: _ClipPlan, t: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    img = np.broadcast_to(np.minimum(plan.background + (FLASH_SCENE if plan.lit[t] else 0.0), 255),
+                          (size, size, 3)).copy()
+    img[plan.d_mask] = plan.d_colour
+    img[_shape_mask(plan.kind, plan.cy[t], plan.cx[t], plan.r, yy, xx)] = WHITE if plan.lit[t] else plan.colour
+    img += rng.normal(0, 6, size=(size, size, 1)).astype(np.float32)  # sensor noise
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def render_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """One clip of class `label` -> uint8 [num_frames, size, size, 3]."""
+    plan = _plan_clip(label, cfg, rng)
+    return np.stack([_draw_frame(plan, t, cfg.size, rng) for t in range(cfg.num_frames)])
+
+
+def video_frame_cues(clips: int, per_clip: int, cfg: SyntheticConfig,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames of the videos with the per-frame facts the classes are built from, for probing
+    what features encode: `per_clip` random frames of each of `clips` clips of random classes ->
+    (uint8 [clips * per_clip, size, size, 3], the acting shape's cell on a GRID x GRID grid, lit).
+
+    Lit frames are rare in the videos (4 of 64 in a flash clip); here a frame of a flash clip is
+    a lit one half the time, so that "lit" is not read off a 98% majority class.
+    """
+    frames, cells, lit = [], [], []
+    for _ in range(clips):
+        plan = _plan_clip(CLASSES[int(rng.integers(len(CLASSES)))], cfg, rng)
+        lit_frames = np.flatnonzero(plan.lit)
+        for _ in range(per_clip):
+            use_lit = lit_frames.size and rng.random() < 0.5
+            t = int(rng.choice(lit_frames) if use_lit else rng.integers(cfg.num_frames))
+            frames.append(_draw_frame(plan, int(t), cfg.size, rng))
+            cells.append(_cell(plan.cy[t], plan.cx[t], cfg.size))
+            lit.append(bool(plan.lit[t]))
+    return np.stack(frames), np.array(cells, dtype=np.int64), np.array(lit, dtype=np.int64)
+
+
+def _cell(cy: float, cx: float, size: int) -> int:
+    return min(int(cy / size * GRID), GRID - 1) * GRID + min(int(cx / size * GRID), GRID - 1)
 
 
 # Image pre-training targets: the acting shape's cell on a GRID x GRID grid, and whether it is lit.
@@ -152,18 +201,71 @@ def render_frames(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarr
         img[_shape_mask(rng.choice(["square", "disk"]), cy, cx, r, yy, xx)] = WHITE if lit else _random_colour(rng)
         img += rng.normal(0, 6, size=(size, size, 1)).astype(np.float32)
         frames[i] = np.clip(img, 0, 255).astype(np.uint8)
-        cell = min(int(cy / size * GRID), GRID - 1) * GRID + min(int(cx / size * GRID), GRID - 1)
-        targets[i] = 2 * cell + int(lit)
+        targets[i] = 2 * _cell(cy, cx, size) + int(lit)
     return frames, targets
+
+
+# The generic stand-in for ImageNet: what an object is, not where it is or whether it is lit.
+OBJECT_KINDS = ("square", "disk", "triangle", "cross")
+
+
+def _object_mask(kind: str, cy: float, cx: float, r: float, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+    dy, dx = yy - cy, xx - cx
+    if kind in ("square", "disk"):
+        return _shape_mask(kind, cy, cx, r, yy, xx)
+    if kind == "triangle":  # apex up, base at cy + r
+        return (dy <= r) & (dy >= -r) & (np.abs(dx) <= (dy + r) / 2)
+    if kind == "ring":
+        d2 = dy**2 + dx**2
+        return (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)
+    if kind == "cross":
+        arm = 0.3 * r
+        return ((np.abs(dy) <= r) & (np.abs(dx) <= arm)) | ((np.abs(dx) <= r) & (np.abs(dy) <= arm))
+    return np.abs(dy) + np.abs(dx) <= r  # diamond
+
+
+def render_objects(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """`n` generic object images -> (uint8 [n, size, size, 3], int64 [n] kind in OBJECT_KINDS).
+
+    The demo's stand-in for an ImageNet checkpoint is trained to name the object's kind: a label
+    that says nothing of the video classes' per-frame facts (where the acting shape is, whether it
+    is lit). The images are drawn unlike the videos' frames: a brightness gradient with blotches
+    behind one object of any colour (white included) at any size and place, and one or two other
+    objects of other kinds, so that neither position, scale nor brightness predicts the label.
+    """
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    frames = np.empty((n, size, size, 3), dtype=np.uint8)
+    kinds = rng.integers(0, len(OBJECT_KINDS), n)
+    for i in range(n):
+        low, high = rng.uniform(0, 200, size=(2, 3)).astype(np.float32)
+        angle = rng.uniform(0, 2 * np.pi)
+        ramp = (np.cos(angle) * xx + np.sin(angle) * yy) / size  # in [-1.4, 1.4]
+        img = low + (high - low) * (0.5 + 0.35 * ramp)[..., None]
+        for _ in range(int(rng.integers(2, 6))):  # soft blotches of texture
+            by, bx, br = rng.uniform(0, size, 2).tolist() + [rng.uniform(0.05, 0.2) * size]
+            img += (rng.uniform(-40, 40, size=3) * np.exp(-((yy - by) ** 2 + (xx - bx) ** 2) / (2 * br**2))[..., None])
+        others = [k for k in range(len(OBJECT_KINDS)) if k != kinds[i]]
+        for k in rng.choice(others, int(rng.integers(0, 2)), replace=False):  # a small object of another kind
+            r = rng.uniform(0.05, 0.08) * size
+            img[_object_mask(OBJECT_KINDS[k], *rng.uniform(r, size - r, 2), r, yy, xx)] = rng.uniform(0, 255, 3)
+        r = rng.uniform(0.22, 0.4) * size
+        colour = WHITE if rng.random() < 0.2 else rng.uniform(0, 255, 3).astype(np.float32)
+        img[_object_mask(OBJECT_KINDS[kinds[i]], *rng.uniform(r, size - r, 2), r, yy, xx)] = colour
+        img += rng.normal(0, 6, size=(size, size, 1)).astype(np.float32)
+        frames[i] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames, kinds.astype(np.int64)
 
 
 def make_synthetic(
     out: str | Path, cfg: SyntheticConfig, progress: Optional[Callable[[int], None]] = None
 ) -> dict[str, Path]:
-    """Write videos, `train.csv`, `val.csv`, `classes.txt` and `synthetic.json` under `out`.
+    """Write videos, `train.csv`, `val.csv`, `test.csv` (when `test_per_class` > 0), `classes.txt`
+    and `synthetic.json` under `out`.
 
     Rerunning with the same config finishes an interrupted dataset (existing videos are kept);
-    a folder holding anything else is refused. Returns the paths of the two manifests.
+    a folder holding anything else is refused. Returns the paths of the manifests by split.
+    Each split's videos are a function of (seed, split, clip number) alone: adding a test split
+    leaves the train and val videos of a seed as they were.
     """
     cfg.validate()
     out = Path(out)
@@ -176,7 +278,10 @@ def make_synthetic(
     atomic_write_json(meta_path, meta)  # first: claims the folder for this config
 
     manifests = {}
-    for split_id, (split, per_class) in enumerate((("train", cfg.train_per_class), ("val", cfg.val_per_class))):
+    splits = (("train", cfg.train_per_class), ("val", cfg.val_per_class), ("test", cfg.test_per_class))
+    for split_id, (split, per_class) in enumerate(splits):
+        if per_class == 0:
+            continue
         rows = []
         for n in range(per_class * len(CLASSES)):
             label = CLASSES[n % len(CLASSES)]
