@@ -36,7 +36,7 @@ class DemoConfig:
     image_size: int = 32
     pretrain_steps: int = 0  # steps of the image pre-training; 0: the checkpoint's own (generic 2000, aligned 800)
     batch_size: int = 16
-    lr: float = 1e-3  # Stage 1: AdamW, the temporal transformer's
+    lr: float = 5e-4  # Stage 1: AdamW, the temporal transformer's (the baseline's: the same model, the same lr)
     spatial_lr_scale: float = 0.05  # the spatial ViT trains at lr x this, in Stage 1 and the baseline
     baseline_lr: float = 5e-4  # the baseline's own
     temporal_depth: int = 2  # every temporal transformer
