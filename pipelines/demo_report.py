@@ -5,7 +5,7 @@ Accuracy is each row's kept (best-on-validation) model on the raw *test* videos.
 seconds: the time inside training epochs (data loading included, validation excluded) plus, for a
 row that reads a cache, the extraction of its training cache and, for SFA, Stage 1. Process
 start-up, validation and evaluation are not counted; the data and the image checkpoint are shared
-by every row and listed apart; a stalled first attempt (demo.py) is listed apart too. The target
+by every row and listed apart; so are a restarted row's other attempts (demo.py). The target
 is SFA's best validation top-1 minus 1 point, per seed; a row's time to target is the first point
 of its validation curve at or above it.
 """
