@@ -93,7 +93,7 @@ class _ClipPlan:
 
 def _plan_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> _ClipPlan:
     T, S = cfg.num_frames, cfg.size
-    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32)
+    yy, xx = _pixel_grid(S)
     background = rng.uniform(10, 70, size=3).astype(np.float32)
     r = rng.uniform(0.09, 0.14) * S
     kind = rng.choice(["square", "disk"])
@@ -131,8 +131,16 @@ def _plan_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> _C
     return _ClipPlan(background, str(kind), colour, r, d_mask, d_colour, cy, cx, lit)
 
 
-def _draw_frame(plan: _ClipPlan, t: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(yy, xx) float32 [size, size]: each pixel's row and column, for the shape masks."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    return yy, xx
+
+
+def _draw_frame(plan: _ClipPlan, t: int, grid: tuple[np.ndarray, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Frame `t` of a planned clip -> uint8 [size, size, 3] (`grid` from `_pixel_grid`, made once per clip)."""
+    yy, xx = grid
+    size = yy.shape[0]
     img = np.broadcast_to(np.minimum(plan.background + (FLASH_SCENE if plan.lit[t] else 0.0), 255),
                           (size, size, 3)).copy()
     img[plan.d_mask] = plan.d_colour
@@ -143,8 +151,8 @@ def _draw_frame(plan: _ClipPlan, t: int, size: int, rng: np.random.Generator) ->
 
 def render_clip(label: str, cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
     """One clip of class `label` -> uint8 [num_frames, size, size, 3]."""
-    plan = _plan_clip(label, cfg, rng)
-    return np.stack([_draw_frame(plan, t, cfg.size, rng) for t in range(cfg.num_frames)])
+    plan, grid = _plan_clip(label, cfg, rng), _pixel_grid(cfg.size)
+    return np.stack([_draw_frame(plan, t, grid, rng) for t in range(cfg.num_frames)])
 
 
 def video_frame_cues(clips: int, per_clip: int, cfg: SyntheticConfig,
@@ -157,13 +165,14 @@ def video_frame_cues(clips: int, per_clip: int, cfg: SyntheticConfig,
     a lit one half the time, so that "lit" is not read off a 98% majority class.
     """
     frames, cells, lit = [], [], []
+    grid = _pixel_grid(cfg.size)
     for _ in range(clips):
         plan = _plan_clip(CLASSES[int(rng.integers(len(CLASSES)))], cfg, rng)
         lit_frames = np.flatnonzero(plan.lit)
         for _ in range(per_clip):
             use_lit = lit_frames.size and rng.random() < 0.5
             t = int(rng.choice(lit_frames) if use_lit else rng.integers(cfg.num_frames))
-            frames.append(_draw_frame(plan, int(t), cfg.size, rng))
+            frames.append(_draw_frame(plan, t, grid, rng))
             cells.append(_cell(plan.cy[t], plan.cx[t], cfg.size))
             lit.append(bool(plan.lit[t]))
     return np.stack(frames), np.array(cells, dtype=np.int64), np.array(lit, dtype=np.int64)
@@ -186,7 +195,7 @@ def render_frames(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarr
     flashes: what the video classes are made of. It is the demo's stand-in for an ImageNet
     checkpoint, which cannot be downloaded offline.
     """
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = _pixel_grid(size)
     frames = np.empty((n, size, size, 3), dtype=np.uint8)
     targets = np.empty(n, dtype=np.int64)
     for i in range(n):
@@ -215,13 +224,8 @@ def _object_mask(kind: str, cy: float, cx: float, r: float, yy: np.ndarray, xx: 
         return _shape_mask(kind, cy, cx, r, yy, xx)
     if kind == "triangle":  # apex up, base at cy + r
         return (dy <= r) & (dy >= -r) & (np.abs(dx) <= (dy + r) / 2)
-    if kind == "ring":
-        d2 = dy**2 + dx**2
-        return (d2 <= r * r) & (d2 >= (0.55 * r) ** 2)
-    if kind == "cross":
-        arm = 0.3 * r
-        return ((np.abs(dy) <= r) & (np.abs(dx) <= arm)) | ((np.abs(dx) <= r) & (np.abs(dy) <= arm))
-    return np.abs(dy) + np.abs(dx) <= r  # diamond
+    arm = 0.3 * r  # a cross
+    return ((np.abs(dy) <= r) & (np.abs(dx) <= arm)) | ((np.abs(dx) <= r) & (np.abs(dy) <= arm))
 
 
 def render_objects(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -230,10 +234,10 @@ def render_objects(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndar
     The demo's stand-in for an ImageNet checkpoint is trained to name the object's kind: a label
     that says nothing of the video classes' per-frame facts (where the acting shape is, whether it
     is lit). The images are drawn unlike the videos' frames: a brightness gradient with blotches
-    behind one object of any colour (white included) at any size and place, and one or two other
-    objects of other kinds, so that neither position, scale nor brightness predicts the label.
+    behind one object of any colour (white included) at any size and place, sometimes with a small
+    object of another kind, so that neither position, scale nor brightness predicts the label.
     """
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = _pixel_grid(size)
     frames = np.empty((n, size, size, 3), dtype=np.uint8)
     kinds = rng.integers(0, len(OBJECT_KINDS), n)
     for i in range(n):
