@@ -118,7 +118,8 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any, device: torch.device) -
     return run.result, run.peak_bytes - run.start_bytes
 
 
-def bare_forward(backbone: str, image_size: int, batch: int, device: torch.device, amp: str, seconds: float) -> float:
+def bare_forward(backbone: str, image_size: int, batch: int, device: torch.device, amp: str,
+                 seconds: float = 10.0) -> float:
     """Frames/s of the spatial model alone on uint8 frames already on the device (normalised there,
     as extraction does), at least `seconds` of calls after warm-up: extraction's ceiling."""
     from sfa_cache.models.spatial import build_backbone_spatial
