@@ -85,7 +85,8 @@ def optim_options(*, mixup_help: str, spatial_lr_scale: bool) -> Callable[[F], F
         click.option(
             "--patience",
             type=int,
-            help="Early stopping: end when validation top-1 has not improved for this many epochs (needs validation).",
+            help="Early stopping: end when neither validation top-1 nor validation loss has improved for this many "
+            "epochs (needs validation).",
         ),
         click.option("--batch-size", default=Optim.batch_size, show_default=True, help="Clips per step."),
         click.option(

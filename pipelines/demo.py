@@ -1,10 +1,13 @@
 """`sfa-cache demo`: the paper's Table 1 in miniature on synthetic data, compared by cost.
 
-Per seed (WORKDIR/seed-<s>/), in fresh processes, each phase recorded in phases.json when it
+First, in WORKDIR, once for every seed (the paper's ImageNet checkpoint is one checkpoint too):
+
+    image           the stand-in image checkpoint (`--checkpoint generic` or `aligned`, seed `--seed`)
+
+Then per seed (WORKDIR/seed-<s>/), in fresh processes, each phase recorded in phases.json when it
 finishes (a rerun reuses it):
 
     data            the synthetic dataset (train / val / test, this seed)
-    image           the stand-in image checkpoint (`--checkpoint generic` or `aligned`)
     stage1          SFA Stage 1: the whole ViViT-FE at 8 frames from the image checkpoint
     probe           what the frozen per-frame features encode (linear probes on video frames)
     extract-stage1  the Stage-1 spatial ViT's features at F frames: train (2 views) and val caches
@@ -13,7 +16,7 @@ finishes (a rerun reuses it):
                     raw video)
     evaluate        every row's kept model on the raw test videos
 
-Every row trains until validation top-1 stops improving (patience) or its cap; its best epoch by
+Every row trains until neither validation top-1 nor loss improves (patience) or its cap; its best epoch by
 validation top-1 is kept. A row whose kept model never predicts some class right on the
 validation videos has stalled (an optimisation failure, not a converged result): it is trained
 again from another seed (`attempt_seed`, at most `--restarts` times), and if it stalls again it is
@@ -71,10 +74,15 @@ def _phase_data(cfg: DemoConfig, work: Path, seed: int) -> dict[str, Any]:
     return {k: str(v) for k, v in make_synthetic(work / "data", syn).items()}
 
 
+def image_weights(cfg: DemoConfig) -> Path:
+    """The stand-in image checkpoint every seed starts from (WORKDIR/image-weights.safetensors)."""
+    return Path(cfg.workdir) / IMAGE_WEIGHTS
+
+
 def _phase_image(cfg: DemoConfig, work: Path, seed: int) -> dict[str, Any]:
     pre = ImagePretrainConfig(task=cfg.checkpoint, backbone=cfg.backbone, image_size=cfg.image_size,
                               steps=cfg.image_steps, seed=seed, amp=cfg.amp)
-    return pretrain_on_synthetic_frames(pre, work / IMAGE_WEIGHTS, resolve_device(cfg.device))
+    return pretrain_on_synthetic_frames(pre, image_weights(cfg), resolve_device(cfg.device))
 
 
 def _train_video(cfg: DemoConfig, work: Path, seed: int, row: Row, out: Path) -> dict[str, Any]:
@@ -84,7 +92,7 @@ def _train_video(cfg: DemoConfig, work: Path, seed: int, row: Row, out: Path) ->
     stage1 = row.key == "stage1"
     s1 = resolve_stage1_config(dict(
         train_manifest=str(work / "data" / "train.csv"), val_manifest=str(work / "data" / "val.csv"), out=str(out),
-        backbone=cfg.backbone, image_size=cfg.image_size, backbone_weights=str(work / IMAGE_WEIGHTS),
+        backbone=cfg.backbone, image_size=cfg.image_size, backbone_weights=str(image_weights(cfg)),
         frames=row.frames, flip_prob=0.0, color_jitter_prob=cfg.color_jitter_prob, temporal_depth=cfg.temporal_depth,
         temporal_pos_std=cfg.temporal_pos_std, batch_size=cfg.batch_size, optimizer="adamw",
         spatial_lr_scale=cfg.spatial_lr_scale, warmup_epochs=1, weight_decay=0.05, num_workers=cfg.num_workers,
@@ -159,7 +167,7 @@ def _phase_extract(cfg: DemoConfig, work: Path, seed: int, source: str) -> dict[
     from sfa_cache.pipelines.extract import run_extract
 
     model = dict(model=str(stage1_model(work))) if source == "stage1" else dict(
-        backbone=cfg.backbone, backbone_weights=str(work / IMAGE_WEIGHTS), image_size=cfg.image_size)
+        backbone=cfg.backbone, backbone_weights=str(image_weights(cfg)), image_size=cfg.image_size)
     common = dict(cache_root=str(work / "caches"), frames=cfg.frames, flip_prob=0.0,
                   color_jitter_prob=cfg.color_jitter_prob, num_workers=cfg.num_workers, amp=cfg.amp,
                   device=cfg.device, seed=seed, **model)
@@ -185,7 +193,7 @@ def _phase_probe(cfg: DemoConfig, work: Path, seed: int) -> dict[str, Any]:
     models = {
         "random weights": build_backbone_spatial(cfg.backbone, cfg.image_size, seed=seed),
         f"{cfg.checkpoint} image checkpoint": build_backbone_spatial(cfg.backbone, cfg.image_size,
-                                                                     weights=str(work / IMAGE_WEIGHTS)),
+                                                                     weights=str(image_weights(cfg))),
         "Stage-1 spatial ViT": load_spatial(stage1_model(work)),
     }
     out: dict[str, Any] = {"frames_fit": PROBE_FIT, "frames_scored": len(frames) - PROBE_FIT,
@@ -235,7 +243,6 @@ def run_seed(cfg: DemoConfig, work: Path, seed: int) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     rows = demo_rows(cfg)
     _run_phase(work, "data", _phase_data, cfg, seed)
-    _run_phase(work, "image", _phase_image, cfg, seed)
     _run_phase(work, "stage1", _phase_row, cfg, seed, next(r for r in rows if r.key == "stage1"))
     _run_phase(work, "probe", _phase_probe, cfg, seed)
     for source in ("stage1", "image"):
@@ -261,5 +268,6 @@ def run_demo(cfg: DemoConfig) -> str:
     if settings_file.is_file() and json.loads(settings_file.read_text()) != settings:
         raise SfaError(f"{work} holds a demo run with other settings; use another --workdir")
     atomic_write_json(settings_file, settings)
+    image = _run_phase(work, "image", _phase_image, cfg, cfg.seed)
     per_seed = {seed: run_seed(cfg, seed_dir(work, seed), seed) for seed in cfg.seed_list}
-    return write_report(work, cfg, demo_rows(cfg), per_seed)
+    return write_report(work, cfg, demo_rows(cfg), per_seed, image)

@@ -23,12 +23,12 @@ class DemoConfig:
     frames: int = 32  # F: extraction, the Stage-2 rows and the baseline
     frames_sweep: tuple[int, ...] = (8, 16)  # SFA also at these frame counts, from the same F-frame cache
     stage1_frames: int = 8
-    # Every row trains until validation top-1 has not improved for `patience` epochs, or its cap (the
+    # Every row trains until neither validation top-1 nor loss has improved for `patience` epochs, or its cap (the
     # cosine schedule spans the cap); its best epoch by validation top-1 is the one kept and tested.
     patience: int = 10
-    stage1_max_epochs: int = 40
-    baseline_max_epochs: int = 48
-    stage2_max_epochs: int = 60  # a Stage-2 row on its cache (an epoch costs under a second)
+    stage1_max_epochs: int = 48
+    baseline_max_epochs: int = 64
+    stage2_max_epochs: int = 80  # a Stage-2 row on its cache (an epoch costs under a second)
     # A row whose kept model is never right on some class of the validation videos has stalled: it is
     # trained again from another seed, at most this many times, then reported as stalled (demo.py).
     restarts: int = 1

@@ -197,7 +197,8 @@ def verdict(by_key: dict[str, RowResult], cfg: DemoConfig) -> list[str]:
     s, b = sfa.mean("top1"), base.mean("top1")
     # Converged by the rule: stopped by patience, or at the cap on a plateau patience would have
     # stopped (the cosine schedule is at its end there, so more epochs of it cannot follow).
-    rising = sum(not (run.stopped_early or patience_exhausted(list(run.curve.top1), cfg.patience))
+    rising = sum(not (run.stopped_early or patience_exhausted(list(run.curve.top1), cfg.patience,
+                                                                  list(run.curve.loss)))
                  for run in base.runs)
     if all(run.stopped_early for run in base.runs):
         converged = "the baseline stopped by patience on every seed"
@@ -274,7 +275,8 @@ def probe_table(per_seed: dict[int, dict[str, Any]]) -> list[str]:
             markdown_table(["features of", "which cell (4 x 4)", "lit"], rows)]
 
 
-def report_text(cfg: DemoConfig, results: list[RowResult], per_seed: dict[int, dict[str, Any]]) -> str:
+def report_text(cfg: DemoConfig, results: list[RowResult], per_seed: dict[int, dict[str, Any]],
+                image: dict[str, Any]) -> str:
     n = len(per_seed)
     head = ["row", "what it freezes and initialises", "paper", "frames",
             "top-1 (test videos)" + (" mean ± std" if n > 1 else ""), "flash classes top-1", "time to target (s)",
@@ -283,8 +285,7 @@ def report_text(cfg: DemoConfig, results: list[RowResult], per_seed: dict[int, d
               _pm([x.flash_top1 for x in r.runs]), _ttt(r), _pm([x.cost for x in r.runs], "{:.0f}"), _how_ended(r),
               f"{max(x.peak_mem_mb for x in r.runs):.0f}"] for r in results]
     targets = results[0].targets
-    shared = {name: [p[name]["seconds"] for p in per_seed.values()] for name in ("data", "image")}
-    image = [p["image"]["result"]["accuracy"] * 100 for p in per_seed.values()]
+    data_seconds = [p["data"]["seconds"] for p in per_seed.values()]
     restarts = [f"{r.row.key} (seed {seed}: {run.stalled_seconds:.0f} s)" for r in results
                 for seed, run in zip(per_seed, r.runs) if run.restarted]
     stalled = [f"{r.row.key} (seed {seed})" for r in results for seed, run in zip(per_seed, r.runs) if run.stalled]
@@ -299,7 +300,7 @@ def report_text(cfg: DemoConfig, results: list[RowResult], per_seed: dict[int, d
         "",
         f"Top-1 is each row's kept model (its best epoch on the {cfg.val_per_class * len(CLASSES)} validation videos) "
         f"on the {cfg.test_per_class * len(CLASSES)} test videos, which choose nothing. Every row trains until "
-        f"validation top-1 has not improved for {cfg.patience} epochs (p) or its cap (c: {cfg.stage1_max_epochs} "
+        f"neither validation top-1 nor validation loss has improved for {cfg.patience} epochs (p) or its cap (c: {cfg.stage1_max_epochs} "
         f"epochs for Stage 1, {cfg.baseline_max_epochs} for the baseline, {cfg.stage2_max_epochs} for a Stage-2 row).",
         "A row whose kept model is never right on some class of the validation videos has stalled: it is trained "
         f"again from another seed (r; at most {cfg.restarts} time(s)), and reported as stalled (S), with no verdict "
@@ -310,8 +311,9 @@ def report_text(cfg: DemoConfig, results: list[RowResult], per_seed: dict[int, d
         f"Target: SFA's best validation top-1 - {TARGET_MARGIN:.0f} point, per seed ({_pm(targets)}%). Time to target: "
         "training seconds paid until validation top-1 first reached it (Stage 1 and the training cache's extraction "
         "included for the rows that use them; validation, evaluation and process start-up excluded).",
-        f"Shared by every row, not counted: data {_pm(shared['data'], '{:.0f}')} s, image pre-training "
-        f"{_pm(shared['image'], '{:.0f}')} s ({cfg.checkpoint} task, {_pm(image)}% on its own held-out images). "
+        f"Shared by every row, not counted: data {_pm(data_seconds, '{:.0f}')} s a seed, and the image pre-training, "
+        f"{image['seconds']:.0f} s once for every seed ({cfg.checkpoint} task, "
+        f"{image['result']['accuracy'] * 100:.1f}% on its own held-out images). "
         f"Chance is {CHANCE:.1f}% (7 classes). Flash classes: {', '.join(FLASH_CLASSES)} (one flash of light: 8 "
         "frames often miss it).",
         "",
@@ -326,16 +328,18 @@ def report_text(cfg: DemoConfig, results: list[RowResult], per_seed: dict[int, d
     return "\n".join(lines) + "\n"
 
 
-def write_report(work: Path, cfg: DemoConfig, rows: list[Row], per_seed: dict[int, dict[str, Any]]) -> str:
-    """Write results.md, results.json, results.png and cost.png in `work`; return results.md's text."""
+def write_report(work: Path, cfg: DemoConfig, rows: list[Row], per_seed: dict[int, dict[str, Any]],
+                 image: dict[str, Any]) -> str:
+    """Write results.md, results.json, results.png and cost.png in `work`; return results.md's text.
+    `per_seed`: each seed's phases.json; `image`: the image checkpoint's phase (one for every seed)."""
     results = collect(work, rows, per_seed)
-    text = report_text(cfg, results, per_seed)
+    text = report_text(cfg, results, per_seed, image)
     targets = results[0].targets
     atomic_write_json(work / "results.json", _finite({
         "seeds": list(per_seed), "amp": cfg.amp, "checkpoint": cfg.checkpoint, "split": "test",
         "selection_split": "val", "target_top1": mean_std(targets)[0], "target_top1_per_seed": targets,
         "target_rule": f"SFA's best validation top-1 minus {TARGET_MARGIN} point, per seed",
-        "image_checkpoint_accuracy_per_seed": [p["image"]["result"]["accuracy"] for p in per_seed.values()],
+        "image_checkpoint_accuracy": image["result"]["accuracy"],
         "probe_per_seed": [p["probe"]["result"] for p in per_seed.values()],
         "rows": [r.as_json() for r in results],
     }))

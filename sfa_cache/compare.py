@@ -16,21 +16,23 @@ from typing import Optional, Sequence
 
 @dataclass(frozen=True)
 class Curve:
-    """Validation top-1 (%) after each epoch, and the training seconds paid when it ended."""
+    """Validation top-1 (%) and loss after each epoch, and the training seconds paid when it ended."""
 
     seconds: tuple[float, ...]
     top1: tuple[float, ...]
+    loss: tuple[float, ...] = ()
 
     @classmethod
     def from_epochs(cls, epoch_records: Sequence[dict], *, paid_before: float = 0.0) -> Curve:
-        """From a run's metrics.jsonl epoch records (`train_seconds`, `val_top1`): time inside
+        """From a run's metrics.jsonl epoch records (`train_seconds`, `val_top1`, `val_loss`): time inside
         training epochs only (validation excluded), after `paid_before` seconds of earlier phases."""
-        seconds, top1, total = [], [], paid_before
+        seconds, top1, loss, total = [], [], [], paid_before
         for r in epoch_records:
             total += r["train_seconds"]
             seconds.append(total)
             top1.append(r["val_top1"])
-        return cls(tuple(seconds), tuple(top1))
+            loss.append(r["val_loss"])
+        return cls(tuple(seconds), tuple(top1), tuple(loss))
 
     @property
     def cost(self) -> float:

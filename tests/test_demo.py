@@ -32,16 +32,18 @@ def test_demo_runs_every_row_reports_and_reuses(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     seed = work / "seed-0"
     phases = json.loads((seed / "phases.json").read_text())
-    assert list(phases) == ["data", "image", "stage1", "probe", "extract-stage1", "extract-image", "I", "III",
+    assert list(phases) == ["data", "stage1", "probe", "extract-stage1", "extract-image", "I", "III",
                             "s1-scratch", "sfa", "sfa-8f", "baseline", "evaluate"]
     assert all(p["seconds"] > 0 and p["peak_mem_mb"] > 0 for p in phases.values())
+    # One image checkpoint for every seed, as the paper's ImageNet checkpoint is one.
+    image = json.loads((work / "phases.json").read_text())["image"]
 
     # Each row is what its name says it freezes and initialises.
     caches = {src: json.loads((Path(phases[f"extract-{src}"]["result"]["train"]) / "cache.json").read_text())
               for src in ("stage1", "image")}
-    assert caches["image"]["source"]["weights"].endswith("image-weights.safetensors")
+    assert Path(caches["image"]["source"]["weights"]).resolve() == (work / "image-weights.safetensors").resolve()
     assert caches["stage1"]["source"]["run"] == str((seed / "stage1" / "best").resolve())  # the kept epoch
-    assert phases["image"]["result"]["task"] == "generic"  # the default premise
+    assert image["result"]["task"] == "generic"  # the default premise
     for row, (cache, adapter, init) in {"I": ("image", "none", "scratch"), "III": ("image", "mlp", "scratch"),
                                         "s1-scratch": ("stage1", "mlp", "scratch"), "sfa": ("stage1", "mlp", "stage1"),
                                         "sfa-8f": ("stage1", "mlp", "stage1")}.items():
@@ -70,6 +72,7 @@ def test_demo_runs_every_row_reports_and_reuses(tmp_path: Path) -> None:
     assert list(rows) == ROWS
     assert {rows[k]["paper_row"] for k in ROWS} == {"baseline", None, "I", "III", "V"}
     assert results["checkpoint"] == "generic" and results["split"] == "test" and results["selection_split"] == "val"
+    assert results["image_checkpoint_accuracy"] == image["result"]["accuracy"]
     sfa_val = [m["val_top1"] for m in read_metrics(seed / "sfa") if m["kind"] == "epoch"]
     assert results["target_top1"] == pytest.approx(max(sfa_val) - 1)
     for key, row in rows.items():
@@ -122,6 +125,10 @@ def test_demo_runs_every_row_reports_and_reuses(tmp_path: Path) -> None:
     assert json.loads((seed / "phases.json").read_text()) == phases
     results = json.loads((work / "results.json").read_text())
     assert results["seeds"] == [0, 1] and all(len(row["top1_per_seed"]) == 2 for row in results["rows"])
+    assert json.loads((work / "phases.json").read_text())["image"] == image  # not pre-trained again
+    seed1 = json.loads((work / "seed-1" / "phases.json").read_text())
+    seed1_cache = json.loads((Path(seed1["extract-image"]["result"]["train"]) / "cache.json").read_text())
+    assert seed1_cache["source"]["weights"] == caches["image"]["source"]["weights"]
     assert "Verdict (mean of 2 seeds)" in two.output and " ± " in two.output
 
     # A stalled row is trained again from another seed (here row I, with --restarts 1).

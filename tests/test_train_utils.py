@@ -180,11 +180,20 @@ def test_patience_counts_epochs_since_the_best() -> None:
     assert patience_exhausted([10.0, 10.0], 1)
 
 
+def test_patience_waits_while_the_validation_loss_still_falls() -> None:
+    top1 = [50.0, 60.0, 55.0, 60.0]  # top-1 on a plateau for 2 epochs
+    assert not patience_exhausted(top1, 2, [1.5, 1.2, 1.1, 1.0])  # the loss still falls: not converged
+    assert patience_exhausted(top1, 2, [1.5, 1.0, 1.1, 1.0])  # equalling the lowest loss is no improvement
+    assert not patience_exhausted([50.0, 60.0, 55.0, 61.0], 2, [1.0, 0.9, 1.2, 1.3])  # top-1 alone is enough
+
+
+
 def test_time_to_target_on_a_curve_of_paid_seconds() -> None:
-    records = [{"train_seconds": 10.0, "val_top1": 40.0}, {"train_seconds": 12.0, "val_top1": 80.0},
-               {"train_seconds": 11.0, "val_top1": 90.0}]
+    records = [{"train_seconds": 10.0, "val_top1": 40.0, "val_loss": 1.0},
+               {"train_seconds": 12.0, "val_top1": 80.0, "val_loss": 0.8},
+               {"train_seconds": 11.0, "val_top1": 90.0, "val_loss": 0.7}]
     curve = Curve.from_epochs(records, paid_before=100.0)  # e.g. Stage 1 and the extraction, paid first
-    assert curve.seconds == (110.0, 122.0, 133.0) and curve.cost == 133.0
+    assert curve.seconds == (110.0, 122.0, 133.0) and curve.cost == 133.0 and curve.loss == (1.0, 0.8, 0.7)
     assert time_to_target(curve, 80.0) == 122.0 and time_to_target(curve, 85.0) == 133.0
     assert time_to_target(curve, 95.0) is None
     assert mean_if_all([10.0, 20.0]) == 15.0 and mean_if_all([10.0, None]) is None and mean_if_all([]) is None

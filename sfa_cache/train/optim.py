@@ -25,7 +25,7 @@ class OptimConfig:
     """Optimisation hyper-parameters (defaults: the paper's Kinetics recipe, supp. Table 1)."""
 
     epochs: int = 30  # with `patience`: the most epochs (the cosine schedule spans these)
-    patience: Optional[int] = None  # stop once validation top-1 has not improved for this many epochs
+    patience: Optional[int] = None  # stop once neither val top-1 nor val loss improved for this many epochs
     batch_size: int = 8  # clips per step per process; see accum_steps for the effective batch
     accum_steps: int = 1  # micro-batches per optimiser step
     optimizer: str = "sgd"  # sgd (momentum, paper) | adamw
