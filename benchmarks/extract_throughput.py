@@ -30,9 +30,9 @@ from sfa_cache.data.decode_pool import DecodePool
 from sfa_cache.data.manifest import infer_classes, read_manifest
 from sfa_cache.distributed import DistInfo, rank_device
 from sfa_cache.pipelines import extract as extract_pipeline
-from sfa_cache.pipelines.extract import ExtractResult, _resolve_amp, run_extract
+from sfa_cache.pipelines.extract import ExtractResult, run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
-from sfa_cache.runtime import autocast
+from sfa_cache.runtime import autocast, resolve_amp
 from sfa_cache.video.clips import ClipSpec
 
 
@@ -90,7 +90,7 @@ def main() -> None:
     args = p.parse_args()
 
     device = rank_device(args.device, DistInfo())
-    amp = _resolve_amp("auto", device)
+    amp = resolve_amp("auto", device)
     manifest = benchmark_dataset(
         args.workdir / f"data-64f-{args.clips_per_class}", per_class=args.clips_per_class, frames=64
     )

@@ -7,7 +7,7 @@ import click
 from sfa_cache.cli.options import command_settings, config_option
 from sfa_cache.configs import config_from_dict
 from sfa_cache.pipelines.demo_config import CHECKPOINTS, DemoConfig
-from sfa_cache.runtime import AMP_MODES
+from sfa_cache.runtime import AMP_CHOICES
 
 D = DemoConfig
 
@@ -52,7 +52,7 @@ D = DemoConfig
     "--pretrain-steps", default=D.pretrain_steps, show_default=True,
     help="Steps of the stand-in image pre-training (0: the checkpoint's own: generic 2000, aligned 800)."
 )
-@click.option("--amp", type=click.Choice(("auto", *AMP_MODES)), default=D.amp, show_default=True,
+@click.option("--amp", type=click.Choice(AMP_CHOICES), default=D.amp, show_default=True,
               help="Mixed precision of every phase; auto: bf16 on a GPU or a CPU with AVX512-BF16/AMX, else none.")
 @click.option("--device", default=D.device, show_default=True)
 @click.option("--num-workers", default=D.num_workers, show_default=True)

@@ -86,7 +86,7 @@ def evaluate_cmd(ctx: click.Context, **_: object) -> None:
 def predict_cmd(run: str, videos: tuple[str, ...], clips: int, crops: str, frames: int | None, backend: str,
                 device: str, amp: str, top_k: int, as_json: bool) -> None:
     """Top-k labels with probabilities for each video. Exits 1 if any video could not be read."""
-    from sfa_cache.pipelines.evaluate import predict
+    from sfa_cache.inference import predict
 
     results = predict(run, videos, clips=clips, crops=int(crops), top_k=top_k, frames=frames, backend=backend,
                       device=device, amp=amp)

@@ -11,7 +11,7 @@ from sfa_cache.cli.options import command_settings, config_option, input_option,
 from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.pipelines.job_configs import ExtractConfig
-from sfa_cache.runtime import AMP_MODES
+from sfa_cache.runtime import AMP_CHOICES
 from sfa_cache.video.reader import BACKENDS
 
 E = ExtractConfig
@@ -62,7 +62,7 @@ _FILE = click.Path(exists=True, dir_okay=False)
 @click.option(
     "--clips-per-shard", default=E.clips_per_shard, show_default=True, help="Clips per Zarr shard (the unit of resume)."
 )
-@click.option("--amp", type=click.Choice(("auto",) + AMP_MODES), default=E.amp, show_default=True,
+@click.option("--amp", type=click.Choice(AMP_CHOICES), default=E.amp, show_default=True,
               help="Mixed precision of the spatial forward (auto: bf16 on CUDA, none on CPU).")
 @click.option("--backend", type=click.Choice(BACKENDS), default=E.backend, show_default=True, help="Video decoder.")
 @click.option(

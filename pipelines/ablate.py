@@ -45,8 +45,9 @@ from sfa_cache.pipelines.job_configs import resolve_train_temporal_config
 from sfa_cache.pipelines.plot_runs import plot_ablation
 from sfa_cache.pipelines.train_temporal import check_inputs, run_train_temporal
 from sfa_cache.report import markdown_table
+from sfa_cache.run.progress import read_metrics
+from sfa_cache.run.record import holds_run
 from sfa_cache.runtime import LOG_DATEFMT, host_available_bytes
-from sfa_cache.train.run_dir import read_metrics
 
 log = logging.getLogger("sfa_cache")
 
@@ -141,7 +142,7 @@ def _train_entry(name: str, settings: dict[str, Any], out: str, device: str, pre
         if device.startswith("cuda"):
             torch.cuda.set_device(device)
         cfg = resolve_train_temporal_config({**settings, "out": out, "device": device})
-        last = run_train_temporal(cfg, resume=(Path(out) / "config.json").is_file(), preloaded=preloaded)
+        last = run_train_temporal(cfg, resume=holds_run(out), preloaded=preloaded)
         epochs = [r for r in read_metrics(out) if r.get("kind") == "epoch"]
         if not epochs or not last["complete"]:
             raise SfaError(f"training stopped at epoch {epochs[-1]['epoch'] if epochs else 0} of {cfg.optim.epochs}")

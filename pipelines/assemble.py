@@ -5,40 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 from pathlib import Path
 from typing import Optional
 
-from safetensors.torch import load_file
-
-from sfa_cache.checkpoint import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    RunRecord,
-    read_run_record,
-    run_record_from_json,
-    save_model_weights,
-    spatial_from_source,
-)
 from sfa_cache.configs import config_to_dict
-from sfa_cache.data.manifest import save_classes
 from sfa_cache.errors import SfaError
-from sfa_cache.folders import folder_marker
 from sfa_cache.models.config import SpatialSource
 from sfa_cache.models.vivit import ViViTFE
+from sfa_cache.run.claim import claim_assembled_dir
+from sfa_cache.run.record import RunRecord, read_run_record, write_record
+from sfa_cache.run.weights import MODEL_FILE, read_weights, save_model_weights, spatial_from_source
 from sfa_cache.runtime import library_versions
 
 log = logging.getLogger("sfa_cache")
-
-
-def _claim(out: Path) -> None:
-    """`out` may be new, empty, or an earlier assembled model (replaced, its evaluations dropped)."""
-    found = folder_marker(out, CONFIG_FILE, what="an assembled model", advice="choose another --out")
-    if found is not None:
-        kind = run_record_from_json(found, where=str(out / CONFIG_FILE)).kind
-        if kind != "assembled":
-            raise SfaError(f"{out} holds a {kind} run; assemble into a new folder, not over it")
-        shutil.rmtree(out / "eval", ignore_errors=True)  # they describe the previous weights
 
 
 def assemble(stage2: str | Path, out: str | Path, *, spatial_run: Optional[str | Path] = None) -> Path:
@@ -58,14 +37,13 @@ def assemble(stage2: str | Path, out: str | Path, *, spatial_run: Optional[str |
     model_cfg = dataclasses.replace(record.model, spatial=spatial_cfg)
     model = ViViTFE(model_cfg, with_spatial=True)
     state = {f"spatial.{k}": v for k, v in spatial.state_dict().items()}
-    state.update(load_file(str(stage2 / MODEL_FILE)))
+    state.update(read_weights(stage2))
     model.load_state_dict(state)  # strict: every part accounted for
-    _claim(out)
+    claim_assembled_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     save_model_weights(model, out)
-    save_classes(out, record.classes)
-    RunRecord(kind="assembled", model=model.cfg, classes=record.classes, fingerprint=record.fingerprint,
-              sources={"stage2": str(stage2.resolve()), "spatial": config_to_dict(source)},
-              versions=library_versions()).save(out)
+    write_record(out, RunRecord(kind="assembled", model=model.cfg, classes=record.classes,
+                                fingerprint=record.fingerprint, versions=library_versions(),
+                                sources={"stage2": str(stage2.resolve()), "spatial": config_to_dict(source)}))
     log.info("assembled model -> %s", out)
     return out

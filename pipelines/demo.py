@@ -50,7 +50,9 @@ from sfa_cache.pipelines.job_configs import (
     resolve_stage1_config,
     resolve_train_temporal_config,
 )
-from sfa_cache.runtime import resolve_device, runs_bf16_fast
+from sfa_cache.run.copies import BEST_DIR
+from sfa_cache.run.record import holds_run
+from sfa_cache.runtime import resolve_amp, resolve_device
 from sfa_cache.train.image_pretrain import ImagePretrainConfig, pretrain_on_synthetic_frames
 
 log = logging.getLogger("sfa_cache")
@@ -99,7 +101,7 @@ def _train_video(cfg: DemoConfig, work: Path, seed: int, row: Row, out: Path) ->
         amp=cfg.amp, device=cfg.device, seed=seed, log_every=0, patience=cfg.patience,
         epochs=cfg.stage1_max_epochs if stage1 else cfg.baseline_max_epochs, lr=cfg.lr if stage1 else cfg.baseline_lr,
     ))
-    return run_stage1(s1, resume=(out / "config.json").is_file())
+    return run_stage1(s1, resume=holds_run(out))
 
 
 def _train_stage2(cfg: DemoConfig, work: Path, seed: int, row: Row, out: Path) -> dict[str, Any]:
@@ -115,12 +117,12 @@ def _train_stage2(cfg: DemoConfig, work: Path, seed: int, row: Row, out: Path) -
         adapter=row.adapter, frames=row.frames, epochs=cfg.stage2_max_epochs, patience=cfg.patience, optimizer="adamw",
         lr=cfg.stage2_lr, warmup_epochs=1, weight_decay=0.05, batch_size=cfg.stage2_batch_size, assemble=False,
         amp=cfg.amp, num_workers=cfg.num_workers, device=cfg.device, seed=seed, log_every=0, **model))
-    return run_train_temporal(s2, resume=(out / "config.json").is_file())
+    return run_train_temporal(s2, resume=holds_run(out))
 
 
 def kept_model(work: Path, run: str, row: Row) -> Path:
     """The end-to-end model of a row's kept (best) epoch, assembled for a Stage-2 row."""
-    return work / run / (BEST_ASSEMBLED if row.cache else "best")
+    return work / run / (BEST_ASSEMBLED if row.cache else BEST_DIR)
 
 
 def _evaluate(cfg: DemoConfig, model: Path, manifest: Path, out: Path) -> dict[str, Any]:
@@ -142,7 +144,7 @@ def _phase_row(cfg: DemoConfig, work: Path, seed: int, row: Row) -> dict[str, An
         train = _train_stage2 if row.cache else _train_video
         result = train(cfg, work, train_seed, row, work / run)
         if row.cache:
-            assemble(work / run / "best", kept_model(work, run, row))
+            assemble(work / run / BEST_DIR, kept_model(work, run, row))
         val = _evaluate(cfg, kept_model(work, run, row), work / "data" / "val.csv", work / "eval" / "val" / run)
         unlearnt = sorted(c for c, top1 in val["per_class_top1"].items() if top1 == 0)
         attempts.append({"run": run, "seed": train_seed, "val_top1": val["top1"], "unlearnt": unlearnt,
@@ -159,7 +161,7 @@ def _phase_row(cfg: DemoConfig, work: Path, seed: int, row: Row) -> dict[str, An
 
 def stage1_model(work: Path) -> Path:
     """The kept Stage-1 model (its best epoch): what SFA freezes, caches and initialises from."""
-    return work / _phases(work)["stage1"]["result"]["run"] / "best"
+    return work / _phases(work)["stage1"]["result"]["run"] / BEST_DIR
 
 
 def _phase_extract(cfg: DemoConfig, work: Path, seed: int, source: str) -> dict[str, Any]:
@@ -181,9 +183,9 @@ def _phase_probe(cfg: DemoConfig, work: Path, seed: int) -> dict[str, Any]:
     random weights, the image checkpoint and the Stage-1 spatial ViT (docs/demo.md's premise table)."""
     import torch
 
-    from sfa_cache.checkpoint import load_spatial
     from sfa_cache.data.synthetic import video_frame_cues
     from sfa_cache.models.spatial import build_backbone_spatial
+    from sfa_cache.run.weights import load_spatial
     from sfa_cache.train.probe import frame_tokens, linear_probe
 
     device = resolve_device(cfg.device)
@@ -259,7 +261,7 @@ def run_demo(cfg: DemoConfig) -> str:
     """Run (or finish) every phase of every seed in `cfg.workdir`; write and return the report."""
     cfg.validate()
     if cfg.amp == "auto":  # resolved once, so demo.json says what every phase ran with
-        cfg = dataclasses.replace(cfg, amp="bf16" if runs_bf16_fast(resolve_device(cfg.device)) else "none")
+        cfg = dataclasses.replace(cfg, amp=resolve_amp(cfg.amp, resolve_device(cfg.device), bf16_on_cpu=True))
     work = Path(cfg.workdir)
     work.mkdir(parents=True, exist_ok=True)
     # More seeds later reuse the finished ones; any other change needs another folder.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sfa_cache.errors import SfaError
-from sfa_cache.runtime import AMP_MODES
+from sfa_cache.runtime import validate_amp
 
 # The stand-in image checkpoint's pre-training task (train/image_pretrain.py): `generic` stands for
 # ImageNet (what an object is), `aligned` is trained on the video classes' own per-frame facts.
@@ -57,8 +57,7 @@ class DemoConfig:
     def validate(self) -> None:
         if self.checkpoint not in CHECKPOINTS:
             raise SfaError(f"--checkpoint must be one of {', '.join(CHECKPOINTS)}, got {self.checkpoint!r}")
-        if self.amp not in AMP_MODES + ("auto",):
-            raise SfaError(f"--amp must be auto or one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        validate_amp(self.amp, allow_auto=True)
         if self.seeds < 1:
             raise SfaError(f"--seeds must be >= 1, got {self.seeds}")
         if self.frames <= self.stage1_frames:

@@ -24,8 +24,8 @@ from sfa_cache.pipelines.demo_config import DemoConfig
 from sfa_cache.pipelines.demo_rows import Row, seed_dir
 from sfa_cache.plot import accuracy_vs_seconds, cost_bars
 from sfa_cache.report import markdown_table
+from sfa_cache.run.progress import read_metrics
 from sfa_cache.train.fit import patience_exhausted
-from sfa_cache.train.run_dir import read_metrics
 
 TARGET_MARGIN = 1.0  # points below SFA's final top-1 (MLPerf-style: "reaches the reference quality")
 CHANCE = 100 / len(CLASSES)
@@ -300,8 +300,9 @@ def report_text(cfg: DemoConfig, results: list[RowResult], per_seed: dict[int, d
         "",
         f"Top-1 is each row's kept model (its best epoch on the {cfg.val_per_class * len(CLASSES)} validation videos) "
         f"on the {cfg.test_per_class * len(CLASSES)} test videos, which choose nothing. Every row trains until "
-        f"neither validation top-1 nor validation loss has improved for {cfg.patience} epochs (p) or its cap (c: {cfg.stage1_max_epochs} "
-        f"epochs for Stage 1, {cfg.baseline_max_epochs} for the baseline, {cfg.stage2_max_epochs} for a Stage-2 row).",
+        f"neither validation top-1 nor validation loss has improved for {cfg.patience} epochs (p) or its cap "
+        f"(c: {cfg.stage1_max_epochs} epochs for Stage 1, {cfg.baseline_max_epochs} for the baseline, "
+        f"{cfg.stage2_max_epochs} for a Stage-2 row).",
         "A row whose kept model is never right on some class of the validation videos has stalled: it is trained "
         f"again from another seed (r; at most {cfg.restarts} time(s)), and reported as stalled (S), with no verdict "
         "read from it, if it stalls on every attempt. "

@@ -14,12 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-
 from sfa_cache.cache.builder import CacheBuilder
 from sfa_cache.cache.extractor import ExtractorConfig, ShardExtractor
 from sfa_cache.cache.index import CachedSpatial, CacheIndex, ExtractionSettings, ManifestInfo, ViewSettings
-from sfa_cache.checkpoint import load_spatial, read_run_record
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.failures import FAILURES_FILE, read_failures
 from sfa_cache.data.inputs import describe_input, input_name, read_input
@@ -30,7 +27,9 @@ from sfa_cache.models.config import SpatialConfig, SpatialSource
 from sfa_cache.models.fingerprint import preprocessing, spatial_fingerprint
 from sfa_cache.models.spatial import SpatialTransformer, build_backbone_spatial
 from sfa_cache.pipelines.job_configs import ExtractConfig
-from sfa_cache.runtime import check_amp, library_versions
+from sfa_cache.run.record import read_run_record
+from sfa_cache.run.weights import load_spatial
+from sfa_cache.runtime import library_versions, resolve_amp
 from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.reader import check_decoder
 from sfa_cache.video.transforms import AugmentConfig
@@ -95,13 +94,6 @@ def load_source(cfg: ExtractConfig) -> tuple[SpatialTransformer, SpatialConfig, 
     )
 
 
-def _resolve_amp(amp: str, device: torch.device) -> str:
-    if amp == "auto":
-        return "bf16" if device.type == "cuda" else "none"
-    check_amp(amp, device)
-    return amp
-
-
 def describe_job(cfg: ExtractConfig, spatial: SpatialTransformer, scfg: SpatialConfig, source: SpatialSource,
                  manifest: Manifest, spec: ClipSpec, amp: str) -> CacheIndex:
     """The cache's index before extraction (extract.json): what is cached, from what, how."""
@@ -139,7 +131,7 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
                           cfg.split)
     check_decoder(cfg.backend, [e.path for e in manifest.entries])
     device = rank_device(cfg.device, info)
-    amp = _resolve_amp(cfg.amp, device)
+    amp = resolve_amp(cfg.amp, device)
     train = cfg.mode == "train"
     spec = ClipSpec(
         frames=cfg.frames,

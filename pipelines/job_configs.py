@@ -17,7 +17,7 @@ from sfa_cache.cache.layout import COMPRESSORS, DTYPES, PLACEMENTS, VIEW_MODES
 from sfa_cache.configs import config_from_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import ADAPTER_KINDS
-from sfa_cache.runtime import AMP_MODES
+from sfa_cache.runtime import validate_amp
 from sfa_cache.train.optim import OPTIMIZERS, OptimConfig
 from sfa_cache.video.reader import check_backend
 
@@ -257,7 +257,7 @@ class ExtractConfig:
     dtype: str = "float16"
     compressor: str = "blosc"  # lz4 + byte shuffle: smallest and fastest to read (docs/benchmarks.md)
     clips_per_shard: int = 256
-    amp: str = "auto"  # auto: bf16 on CUDA, none on CPU
+    amp: str = "auto"  # auto: bf16 on a GPU that runs it natively, else none (runtime.resolve_amp)
     backend: str = "decord"
     # How it runs (no effect on the values).
     batch_frames: int = 256
@@ -284,7 +284,6 @@ class ExtractConfig:
             (self.compressor in COMPRESSORS, f"--compressor must be one of {', '.join(COMPRESSORS)}"),
             (self.clips_per_shard >= 1, "--clips-per-shard must be >= 1"),
             (self.batch_frames >= 1, "--batch-frames must be >= 1"),
-            (self.amp in AMP_MODES + ("auto",), f"--amp must be auto or one of {', '.join(AMP_MODES)}"),
             (self.decode_timeout >= 0, "--decode-timeout must be >= 0"),
             (self.seed >= 0, f"--seed must be >= 0, got {self.seed}"),
         ]
@@ -292,6 +291,7 @@ class ExtractConfig:
             if not ok:
                 raise SfaError(message)
         check_backend(self.backend)
+        validate_amp(self.amp, allow_auto=True)
         if self.mode == "eval" and self.views != 1:
             raise SfaError("--views is for --mode train; evaluation caches take --eval-crops 1 or 3")
 
@@ -325,8 +325,7 @@ class EvaluateConfig:
         check_backend(self.backend)
         if self.decode_timeout < 0:
             raise SfaError("--decode-timeout must be >= 0")
-        if self.amp not in AMP_MODES:
-            raise SfaError(f"--amp must be one of {', '.join(AMP_MODES)}")
+        validate_amp(self.amp)
 
 
 # --- sfa-cache plan -------------------------------------------------------------------------------
@@ -345,8 +344,7 @@ class PlanConfig:
     cap: int = 4096  # the largest frame count tried
 
     def validate(self) -> None:
-        if self.amp not in AMP_MODES:
-            raise SfaError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        validate_amp(self.amp)
         if self.optimizer not in OPTIMIZERS:
             raise SfaError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not self.backbones:

@@ -27,10 +27,10 @@ from tqdm import tqdm
 from sfa_cache.cache.extractor import encode_views
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.views import ClipJob, clip_spec_of, view_decoder_of
-from sfa_cache.checkpoint import spatial_from_source
 from sfa_cache.data.inputs import read_input
 from sfa_cache.data.manifest import Manifest, manifest_digest
 from sfa_cache.errors import SfaError, VideoReadError
+from sfa_cache.run.weights import spatial_from_source
 from sfa_cache.runtime import BAR_INTERVAL, resolve_device
 from sfa_cache.video.reader import check_decoder
 

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from sfa_cache.errors import SfaError
 from sfa_cache.plot import ablation_panels, run_curves
-from sfa_cache.train.run_dir import METRICS_FILE, read_metrics
+from sfa_cache.run.progress import METRICS_FILE, read_metrics
 
 X_AXES = {"epoch": "epoch", "seconds": "the run's training seconds (inside epochs; validation excluded)"}
 FORMATS = ("png", "pdf", "svg")

@@ -14,10 +14,9 @@ from typing import Any
 
 import torch
 
-from sfa_cache.checkpoint import RunRecord
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.batches import EpochSampler
-from sfa_cache.data.failures import FAILURES_FILE, record_failure
+from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import read_input
 from sfa_cache.data.loaders import video_loader
 from sfa_cache.data.manifest import Manifest, read_classes_file
@@ -28,7 +27,9 @@ from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig
 from sfa_cache.models.spatial import create_backbone
 from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.job_configs import STAGE1_RUNTIME_KEYS, Stage1Config
-from sfa_cache.train import run_dir as rd
+from sfa_cache.run.claim import claim_run_dir
+from sfa_cache.run.progress import failures_file
+from sfa_cache.run.record import RunRecord
 from sfa_cache.train.fit import begin_run, fit_tracked
 from sfa_cache.train.loop import Trainer
 from sfa_cache.train.tracking import resolve_trackers
@@ -87,7 +88,7 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     model = ViViTFE(model_cfg, pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights)
     if cfg.backbone_weights is None and not cfg.pretrained:
         log.warning("the spatial transformer starts from random weights (no --pretrained / --backbone-weights)")
-    resuming = rd.prepare_run_dir(cfg.out, kind="stage1", train_config=config_to_dict(cfg), resume=resume,
+    resuming = claim_run_dir(cfg.out, kind="stage1", train_config=config_to_dict(cfg), resume=resume,
                                   runtime_keys=STAGE1_RUNTIME_KEYS)
 
     out = Path(cfg.out)
@@ -98,7 +99,7 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
     s = model.cfg.spatial
     aug = AugmentConfig(color_jitter_prob=cfg.color_jitter_prob, flip_prob=cfg.flip_prob,
                           randaugment_ops=cfg.randaugment_ops, randaugment_magnitude=cfg.randaugment_magnitude)
-    failures = out / FAILURES_FILE
+    failures = failures_file(out)
     if info.is_main and not resuming:  # samples a WebDataset / HDF5 index left out
         for m in (train_m, val_m):
             for skipped in (m.skipped if m is not None else []):

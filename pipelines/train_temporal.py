@@ -20,7 +20,6 @@ from sfa_cache.cache.dataset import CachedFeatureDataset, check_frames
 from sfa_cache.cache.epochs import WindowedEpochSampler, window_class_coverage
 from sfa_cache.cache.feeds import Preloaded, make_feeds
 from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.checkpoint import RunRecord, init_from_stage1, read_model_config, read_spatial_fingerprint
 from sfa_cache.configs import config_to_dict
 from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.distributed import barrier, start_processes
@@ -36,7 +35,9 @@ from sfa_cache.models.config import (
 from sfa_cache.models.vivit import ViViTFE
 from sfa_cache.pipelines.assemble import assemble
 from sfa_cache.pipelines.job_configs import TRAIN_TEMPORAL_RUNTIME_KEYS, TrainTemporalConfig
-from sfa_cache.train import run_dir as rd
+from sfa_cache.run.claim import claim_run_dir
+from sfa_cache.run.record import RunRecord, read_model_config
+from sfa_cache.run.weights import init_from_stage1, read_spatial_fingerprint
 from sfa_cache.train.fit import begin_run, fit_tracked
 from sfa_cache.train.loop import Trainer
 from sfa_cache.train.optim import trainable_count
@@ -129,7 +130,7 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False,
     model = ViViTFE(model_cfg, with_spatial=False)
     if cfg.temporal_init == "stage1":
         init_from_stage1(model, cfg.stage1, classes)
-    resuming = rd.prepare_run_dir(cfg.out, kind="stage2", train_config=config_to_dict(cfg), resume=resume,
+    resuming = claim_run_dir(cfg.out, kind="stage2", train_config=config_to_dict(cfg), resume=resume,
                                   runtime_keys=TRAIN_TEMPORAL_RUNTIME_KEYS)
 
     out = Path(cfg.out)

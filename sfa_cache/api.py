@@ -24,10 +24,10 @@ from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.extractor import encode_views
 from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.views import ClipJob, decode_views
-from sfa_cache.checkpoint import load_spatial
 from sfa_cache.errors import SfaError, VideoReadError
+from sfa_cache.inference import load_for_inference, predict
 from sfa_cache.models.vivit import ViViTFE
-from sfa_cache.pipelines.evaluate import load_for_inference, predict
+from sfa_cache.run.weights import load_spatial
 from sfa_cache.runtime import resolve_device
 from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.reader import check_decoder

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import torch
 
 AMP_MODES = ("none", "bf16", "fp16")
+AMP_CHOICES = ("auto", *AMP_MODES)  # where a command resolves `auto` (resolve_amp)
 # Every log line carries its time: long jobs are read from log files after the fact.
 LOG_FORMAT = "%(asctime)s %(message)s"
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S"
@@ -53,10 +54,17 @@ def same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and index(a) == index(b)
 
 
+def validate_amp(amp: str, *, allow_auto: bool = False) -> None:
+    """`amp` names a precision (`auto` too where a command resolves it, `resolve_amp`): the one
+    check every config's `validate` uses, so the message is the same everywhere."""
+    known = AMP_CHOICES if allow_auto else AMP_MODES
+    if amp not in known:
+        raise SfaError(f"--amp must be one of {', '.join(known)}, got {amp!r}")
+
+
 def check_amp(amp: str, device: torch.device) -> None:
     """`amp` is a known mode that `device` can run (fp16 autocast and its grad scaler are CUDA-only here)."""
-    if amp not in AMP_MODES:
-        raise SfaError(f"--amp must be one of {', '.join(AMP_MODES)}, got {amp!r}")
+    validate_amp(amp)
     if amp == "fp16" and device.type != "cuda":
         raise SfaError("--amp fp16 needs a CUDA device; use bf16 or none on CPU")
 
@@ -73,6 +81,20 @@ def runs_bf16_fast(device: torch.device) -> bool:
     # Private probes (torch >= 2.1); their absence reads as "no".
     probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(probe() for probe in probes if probe is not None)
+
+
+def resolve_amp(amp: str, device: torch.device, *, bf16_on_cpu: bool = False) -> str:
+    """`auto` -> bf16 where `device` runs it natively (`runs_bf16_fast`), else none; a CPU counts
+    only with `bf16_on_cpu`. Any other mode is checked against the device and returned.
+
+    Why a CPU is opt-in: a feature cache is kept and reused, so `extract` stays in float32 on a
+    CPU unless asked; the demo, a timed benchmark, takes bf16 wherever it is native.
+    """
+    if amp == "auto":
+        native = runs_bf16_fast(device) and (device.type == "cuda" or bf16_on_cpu)
+        return "bf16" if native else "none"
+    check_amp(amp, device)
+    return amp
 
 
 def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager:

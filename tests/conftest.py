@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from sfa_cache.checkpoint import RunRecord, save_model_weights
 from sfa_cache.data.manifest import infer_classes
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig
 from sfa_cache.models.vivit import ViViTFE
+from sfa_cache.run.record import RunRecord
+from sfa_cache.run.weights import save_model_weights
 from sfa_cache.video.writer import write_video
 
 TINY_BACKBONE = "vit_tiny_patch16_224"

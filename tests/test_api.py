@@ -14,7 +14,7 @@ from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.views import clip_spec_of
 from sfa_cache.data.manifest import read_manifest
 from sfa_cache.errors import VideoReadError
-from sfa_cache.pipelines.evaluate import predict
+from sfa_cache.inference import predict
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
 

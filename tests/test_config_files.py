@@ -10,8 +10,8 @@ from click.testing import CliRunner
 from conftest import TINY_BACKBONE
 from safetensors.torch import load_file
 
-from sfa_cache.checkpoint import read_run_record
 from sfa_cache.cli.main import cli
+from sfa_cache.run.record import read_run_record
 
 
 def _run(args: list[str]):

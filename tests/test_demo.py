@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from sfa_cache.cli.main import cli
 from sfa_cache.compare import Curve, time_to_target
+from sfa_cache.run.progress import read_metrics
 from sfa_cache.runtime import runs_bf16_fast
-from sfa_cache.train.run_dir import read_metrics
 
 ARGS = ["--frames", "16", "--frames-sweep", "8", "--stage1-max-epochs", "2", "--patience", "1",
         "--baseline-max-epochs", "3", "--stage2-max-epochs", "3", "--train-per-class", "2", "--val-per-class", "1",

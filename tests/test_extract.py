@@ -26,12 +26,12 @@ from sfa_cache.cache.reader import FeatureCache
 from sfa_cache.cache.verify import cache_info, verify_cache
 from sfa_cache.cache.views import ClipJob, decode_float_views, decode_views
 from sfa_cache.cache.writer import read_shard, write_shard
-from sfa_cache.checkpoint import load_spatial, read_spatial_fingerprint
 from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import ManifestEntry, infer_classes, read_manifest
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
+from sfa_cache.run.weights import load_spatial, read_spatial_fingerprint
 from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.reader import open_video
 from sfa_cache.video.sampling import uniform_indices

@@ -15,7 +15,7 @@ from conftest import TINY_BACKBONE
 
 from sfa_cache.cli.main import cli
 from sfa_cache.errors import SfaError
-from sfa_cache.train.run_dir import read_metrics
+from sfa_cache.run.progress import read_metrics
 
 
 def _run(args: list[str]):

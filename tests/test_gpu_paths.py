@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import TINY_BACKBONE
 
 from sfa_cache.cli.main import cli
-from sfa_cache.train.run_dir import read_metrics
+from sfa_cache.run.progress import read_metrics
 
 pytestmark = pytest.mark.gpu
 

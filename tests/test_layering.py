@@ -23,11 +23,11 @@ LAYERS = [
     ["sfa_cache.distributed", "sfa_cache.fresh_process"],
     ["sfa_cache.video"],
     ["sfa_cache.data", "sfa_cache.models"],
-    ["sfa_cache.checkpoint", "sfa_cache.cache"],
-    ["sfa_cache.train"],
+    ["sfa_cache.run", "sfa_cache.cache"],
+    ["sfa_cache.train", "sfa_cache.inference"],
     ["sfa_cache.cost"],
+    ["sfa_cache.api"],  # the Python API is the library's: it never imports a pipeline
     ["sfa_cache.pipelines"],
-    ["sfa_cache.api"],
     ["sfa_cache.cli"],
     ["sfa_cache.__main__"],
 ]

@@ -15,13 +15,13 @@ from safetensors.torch import load_file
 
 from sfa_cache.cache.dataset import CachedFeatureDataset
 from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.checkpoint import load_model, read_run_record
 from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import read_manifest
 from sfa_cache.errors import SfaError
+from sfa_cache.inference import predict
 from sfa_cache.pipelines.ablate import run_ablation
 from sfa_cache.pipelines.assemble import assemble
-from sfa_cache.pipelines.evaluate import predict, run_evaluate
+from sfa_cache.pipelines.evaluate import run_evaluate
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import (
     EvaluateConfig,
@@ -31,7 +31,9 @@ from sfa_cache.pipelines.job_configs import (
 )
 from sfa_cache.pipelines.stage1 import run_stage1
 from sfa_cache.pipelines.train_temporal import run_train_temporal
-from sfa_cache.train.run_dir import read_metrics
+from sfa_cache.run.progress import read_metrics
+from sfa_cache.run.record import read_run_record
+from sfa_cache.run.weights import load_model
 from sfa_cache.video.clips import ClipSpec, make_views
 
 

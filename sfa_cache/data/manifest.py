@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from sfa_cache.atomic import atomic_write_json
 from sfa_cache.errors import SfaError
 from sfa_cache.video.locations import VideoLocation, location_identity
 
@@ -145,7 +144,3 @@ def read_classes_file(path: str | os.PathLike) -> list[str]:
     if not classes or len(set(classes)) != len(classes):
         raise SfaError(f"{path}: the class list is empty or has duplicate names")
     return [str(c) for c in classes]
-
-
-def save_classes(run_dir: str | os.PathLike, classes: Sequence[str]) -> None:
-    atomic_write_json(Path(run_dir) / CLASSES_FILE, list(classes))

@@ -5,30 +5,23 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from sfa_cache.atomic import atomic_write_json
-from sfa_cache.checkpoint import CONFIG_FILE, RunRecord, save_model_weights
 from sfa_cache.data.batches import EpochSampler
-from sfa_cache.data.manifest import CLASSES_FILE, save_classes
 from sfa_cache.distributed import barrier, dist_info
 from sfa_cache.errors import SfaError
 from sfa_cache.models.vivit import ViViTFE
+from sfa_cache.run import progress as rp
+from sfa_cache.run.copies import EMA_DIR, EMA_FILE, save_best, save_run_copy
+from sfa_cache.run.record import RunRecord, write_record
+from sfa_cache.run.weights import save_model_weights
 from sfa_cache.runtime import keep_freed_host_memory, library_versions, peak_memory_mb
-from sfa_cache.train import run_dir as rd
 from sfa_cache.train.loop import Trainer, evaluate
 from sfa_cache.train.tracking import Tracking, resolve_trackers
 
 log = logging.getLogger("sfa_cache")
-
-BEST_DIR = "best"  # OUT/best: the best epoch by validation top-1, a run directory of its own
-BEST_FILE = "best.json"
-EMA_DIR = "ema"  # OUT/ema: the weights' moving average at the last epoch (--ema), a run directory too
-EMA_FILE = "ema.json"
-
 
 def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, record: RunRecord, classes: list[str],
               allow_world_size_change: bool = False) -> None:
@@ -42,23 +35,23 @@ def begin_run(trainer: Trainer, out: str | Path, *, resuming: bool, record: RunR
     """
     out = Path(out)
     info = dist_info()
-    barrier()  # every rank has checked the folder (prepare_run_dir) before rank 0 writes into it
-    if resuming and (state := rd.load_train_state(out)) is not None:
+    barrier()  # every rank has checked the folder (run.claim.claim_run_dir) before rank 0 writes into it
+    if resuming and (state := rp.load_train_state(out)) is not None:
         saved = int(state.get("world_size", 1))
         if saved != info.world_size and not allow_world_size_change:
             raise SfaError(f"{out} was trained with {saved} process(es), this resume has {info.world_size}: the global "
                            "batch and the data order would change; pass --allow-world-size-change to resume anyway")
         trainer.load_state_dict(state)
         if info.is_main:
-            rd.truncate_metrics(out, trainer.step)
+            rp.truncate_metrics(out, trainer.step)
             log.info("resuming %s at epoch %d/%d (step %d)", out, trainer.epoch, trainer.cfg.epochs, trainer.step)
         barrier()
         return
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / rd.METRICS_FILE).unlink(missing_ok=True)
-        save_classes(out, classes)
-        dataclasses.replace(record, classes=classes, world_size=info.world_size, versions=library_versions()).save(out)
+        rp.reset_metrics(out)
+        write_record(out, dataclasses.replace(record, classes=classes, world_size=info.world_size,
+                                              versions=library_versions()))
     barrier()
 
 
@@ -133,7 +126,7 @@ def fit(
     epochs, patience = trainer.cfg.epochs, trainer.cfg.patience
     if patience and val_loader is None:
         raise SfaError("--patience stops on validation top-1: give validation data")
-    validated = [r for r in rd.read_metrics(out) if r.get("kind") == "epoch" and "val_top1" in r]
+    validated = [r for r in rp.read_metrics(out) if r.get("kind") == "epoch" and "val_top1" in r]
     val_top1 = [r["val_top1"] for r in validated]
     val_loss = [r["val_loss"] for r in validated]
     last: dict[str, Any] = {}
@@ -161,14 +154,14 @@ def fit(
         record.update(step=trainer.step, lr=trainer.lr(), epoch_seconds=time.perf_counter() - t0,
                       peak_mem_mb=round(peak_memory_mb(trainer.device), 1))
         if main:  # every rank holds the same weights and the reduced metrics; one writes them
-            rd.append_metrics(out, record)
+            rp.append_metrics(out, record)
             save_model_weights(model, out)
             if val_loader is not None and record["val_top1"] > max(val_top1, default=-math.inf):
                 save_best(model, out, record)  # before the state: a resumed run has its best already
             if trainer.ema is not None:
                 save_run_copy(trainer.ema.module, out, EMA_DIR, EMA_FILE, {"decay": trainer.cfg.ema, **{
                     k: record[k] for k in ("epoch", "step", "ema_val_top1", "ema_val_top5") if k in record}})
-            rd.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
+            rp.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
             if tracking is not None:  # after the state: what the trackers show is resumable
                 tracking.record(record)
         barrier()
@@ -199,35 +192,8 @@ def _check_learnt_from_something(record: dict[str, Any], split: str, epoch: int)
                        "so nothing of this epoch is saved; fix the input (the failures file lists why) and --resume")
 
 
-def save_best(model: ViViTFE, out: Path, record: dict[str, Any]) -> None:
-    """OUT/best: the best epoch so far by validation top-1 (best.json says which epoch)."""
-    save_run_copy(model, out, BEST_DIR, BEST_FILE, {k: record[k] for k in ("epoch", "step", "val_top1", "val_top5")
-                                                    if k in record})
-
-
-def save_run_copy(model: ViViTFE, out: Path, name: str, info_file: str, info: dict[str, Any]) -> None:
-    """OUT/<name>: a run directory of its own for `model` (config.json, classes.json,
-    model.safetensors and `info_file` holding `info`), usable wherever a run is
-    (`evaluate --run OUT/best`, `extract --model OUT/ema`, `assemble OUT/best`).
-
-    Built beside it and swapped in by renames, so OUT/<name> is always one whole epoch's.
-    """
-    staging, final, old = out / f".{name}.tmp", out / name, out / f".{name}.old"
-    for leftover in (staging, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging.mkdir()
-    for file in (CONFIG_FILE, CLASSES_FILE):
-        shutil.copy2(out / file, staging / file)
-    save_model_weights(model, staging)
-    atomic_write_json(staging / info_file, info)
-    if final.exists():
-        final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _log(out: Path, record: dict[str, Any], tracking: Optional[Tracking]) -> None:
     """A step record: metrics.jsonl, then the trackers."""
-    rd.append_metrics(out, record)
+    rp.append_metrics(out, record)
     if tracking is not None:
         tracking.record(record)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Optional
 
 from sfa_cache.errors import SfaError
-from sfa_cache.runtime import AMP_MODES
+from sfa_cache.runtime import validate_amp
 
 if TYPE_CHECKING:
     import torch
@@ -50,8 +50,7 @@ class OptimConfig:
             raise SfaError("batch size and accumulation steps must be >= 1")
         if self.lr <= 0:
             raise SfaError(f"learning rate must be positive, got {self.lr}")
-        if self.amp not in AMP_MODES:
-            raise SfaError(f"amp must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+        validate_amp(self.amp)
         if not 0 <= self.label_smoothing < 1:
             raise SfaError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0 <= self.ema < 1:

@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from sfa_cache.atomic import atomic_write_text
 from sfa_cache.errors import SfaError
-from sfa_cache.train.run_dir import read_metrics
+from sfa_cache.run.progress import read_metrics
 
 log = logging.getLogger("sfa_cache")
 

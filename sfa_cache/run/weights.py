@@ -1,94 +1,34 @@
-"""A run directory's record and weights: the one module that reads and writes them.
-
-    RUN/config.json        a `RunRecord`: kind, the model's config, the job's settings, classes,
-                           where its spatial features came from, library versions
-    RUN/model.safetensors  the weights, with the spatial fingerprint in the header metadata
-
+"""A run's weights: RUN/model.safetensors, with the spatial fingerprint in its header metadata,
 and what is rebuilt from them: the end-to-end model, its spatial part alone, the Stage-1 ->
 Stage-2 initialisation, and the spatial ViT a cache was extracted with (its "source").
-Training state and metrics (train_state.pt, metrics.jsonl) belong to the training loop
-(`train/run_dir.py`). Every write is atomic.
+Every write is atomic.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, get_args
+from typing import Optional
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from sfa_cache.atomic import atomic_write, atomic_write_json
-from sfa_cache.configs import config_from_dict, config_to_dict
+from sfa_cache.atomic import atomic_write
 from sfa_cache.errors import SfaError
-from sfa_cache.folders import read_json_object
-from sfa_cache.models.config import SpatialConfig, SpatialSource, ViViTConfig
+from sfa_cache.models.config import SpatialConfig, SpatialSource
 from sfa_cache.models.fingerprint import FINGERPRINT_VERSION, spatial_fingerprint
 from sfa_cache.models.spatial import SpatialTransformer, build_backbone_spatial
 from sfa_cache.models.vivit import ViViTFE, load_vivit_state_dict
+from sfa_cache.run.record import CONFIG_FILE, read_model_config, read_run_record
 
 log = logging.getLogger("sfa_cache")
 
-CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
-RUN_FORMAT = 1
-RunKind = Literal["stage1", "stage2", "assembled"]
-RUN_KINDS: tuple[str, ...] = get_args(RunKind)
 # In the safetensors header metadata; versioned so that a stale definition is never trusted.
 FINGERPRINT_KEY = f"spatial_fingerprint_v{FINGERPRINT_VERSION}"
 
-
-@dataclass
-class RunRecord:
-    """config.json of a run directory. `train` is the job's own config as a dict (its type,
-    `Stage1Config` or `TrainTemporalConfig`, belongs to the pipelines); fields a kind does not
-    use are None and left out of the file."""
-
-    kind: RunKind
-    model: ViViTConfig
-    train: Optional[dict[str, Any]] = None  # stage1 / stage2: the settings it trained with
-    classes: list[str] = field(default_factory=list)
-    world_size: Optional[int] = None  # stage1 / stage2: torchrun processes it trained with
-    fingerprint: Optional[str] = None  # stage2 / assembled: the spatial ViT its features came from
-    caches: Optional[dict[str, Optional[str]]] = None  # stage2: {"train": DIR, "val": DIR or None}
-    spatial_source: Optional[SpatialSource] = None  # stage2: where its spatial weights are
-    skipped_clips: Optional[dict[str, int]] = None  # stage2: cached clips left out (failed to decode)
-    sources: Optional[dict[str, Any]] = None  # assembled: {"stage2": RUN, "spatial": its SpatialSource}
-    versions: dict[str, str] = field(default_factory=dict)
-    format: int = RUN_FORMAT
-
-    def __post_init__(self) -> None:
-        if self.kind not in RUN_KINDS:
-            raise SfaError(f"unknown run kind {self.kind!r}; expected one of {', '.join(RUN_KINDS)}")
-
-    def save(self, run_dir: str | os.PathLike) -> None:
-        """Write RUN/config.json (atomically): the only place a run's record is written."""
-        data = {k: v for k, v in config_to_dict(self).items() if v is not None}
-        atomic_write_json(Path(run_dir) / CONFIG_FILE, {"format": data.pop("format"), **data})
-
-
-def read_run_record(run_dir: str | os.PathLike) -> RunRecord:
-    """RUN/config.json; a missing, malformed or newer-format record is a one-line error."""
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise SfaError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    return run_record_from_json(read_json_object(path), where=str(path))
-
-
-def run_record_from_json(data: dict[str, Any], *, where: str) -> RunRecord:
-    """A RunRecord from config.json's parsed content (`where` names the file in errors)."""
-    version = data.get("format")
-    if not isinstance(version, int) or version > RUN_FORMAT:
-        raise SfaError(f"{where}: run format {version!r} is not one this sfa-cache reads (up to {RUN_FORMAT}); "
-                       "a newer sfa-cache wrote it?")
-    return config_from_dict(RunRecord, data, where=where)
-
-
-# --- weights ------------------------------------------------------------------------------------
 
 def save_model_weights(model: ViViTFE, run_dir: str | Path) -> None:
     """Write `model.safetensors` atomically, with the spatial fingerprint in its header metadata.
@@ -108,6 +48,11 @@ def _weights_file(run_dir: str | Path) -> Path:
     if not weights.is_file():
         raise SfaError(f"{run_dir} has no {MODEL_FILE}")
     return weights
+
+
+def read_weights(run_dir: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of RUN/model.safetensors, by name (on the CPU)."""
+    return load_file(str(_weights_file(run_dir)))
 
 
 def read_spatial_fingerprint(run_dir: str | Path) -> str:
@@ -141,11 +86,6 @@ def load_spatial(run_dir: str | Path) -> tuple[SpatialTransformer, SpatialConfig
                        f"(missing {missing[:4]}, unexpected or mis-shaped {wrong[:4]})")
     spatial.load_state_dict(state)
     return spatial, cfg
-
-
-def read_model_config(run_dir: str | Path) -> ViViTConfig:
-    """The ViViTConfig of a run directory."""
-    return read_run_record(run_dir).model
 
 
 def load_model(run_dir: str | Path, *, num_frames: Optional[int] = None, with_spatial: bool = True) -> ViViTFE:
