@@ -6,7 +6,7 @@ import json
 
 import click
 
-from sfa_cache.cache.layout import PLACEMENTS
+from sfa_cache.cache.format.layout import PLACEMENTS
 from sfa_cache.cli.options import (
     allow_world_size_change_option,
     command_settings,

@@ -34,10 +34,10 @@ from typing import Any, Optional, Sequence
 import torch
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
-from sfa_cache.cache.dataset import frame_selection
-from sfa_cache.cache.feeds import Preloaded
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.resident import HOST_FRACTION, load_resident, resident_bytes
+from sfa_cache.cache.feeds.dataset import frame_selection
+from sfa_cache.cache.feeds.resident import HOST_FRACTION, load_resident, resident_bytes
+from sfa_cache.cache.feeds.stage2 import Preloaded
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.configs import read_settings_file
 from sfa_cache.errors import SfaError
 from sfa_cache.fresh_process import die_with_parent

@@ -16,9 +16,9 @@ from typing import Any, Optional
 
 import torch
 
-from sfa_cache.cache.builder import CacheBuilder
-from sfa_cache.cache.extractor import ExtractorConfig, ShardExtractor
-from sfa_cache.cache.index import CachedSpatial, CacheIndex, ExtractionSettings, ManifestInfo, ViewSettings
+from sfa_cache.cache.extraction.builder import CacheBuilder
+from sfa_cache.cache.extraction.extractor import ExtractorConfig, ShardExtractor
+from sfa_cache.cache.format.index import CachedSpatial, CacheIndex, ExtractionSettings, ManifestInfo, ViewSettings
 from sfa_cache.checkpoint import load_spatial, read_run_record
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.failures import FAILURES_FILE, read_failures

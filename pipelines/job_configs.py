@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sfa_cache.cache.layout import COMPRESSORS, DTYPES, PLACEMENTS, VIEW_MODES
+from sfa_cache.cache.format.layout import COMPRESSORS, DTYPES, PLACEMENTS, VIEW_MODES
 from sfa_cache.configs import config_from_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import ADAPTER_KINDS
@@ -187,8 +187,8 @@ class TrainTemporalConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     device: str = "auto"
     num_workers: int = 2  # streaming: shard-reading worker processes
-    cache_in_memory: str = "auto"  # auto | gpu | ram | off (stream the shards): cache/feeds.py
-    shuffle_window: int = 16  # shards shuffled together each epoch (0: all, a full shuffle): cache/epochs.py
+    cache_in_memory: str = "auto"  # auto | gpu | ram | off (stream the shards): cache/feeds/stage2.py
+    shuffle_window: int = 16  # shards shuffled together each epoch (0: all, a full shuffle): cache/feeds/epochs.py
     seed: int = 0
     log_every: int = 50
     log: str = "auto"  # trackers besides metrics.jsonl (train/tracking.py)

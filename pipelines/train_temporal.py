@@ -16,10 +16,10 @@ from typing import Any, Optional
 
 import torch
 
-from sfa_cache.cache.dataset import CachedFeatureDataset, check_frames
-from sfa_cache.cache.epochs import WindowedEpochSampler, window_class_coverage
-from sfa_cache.cache.feeds import Preloaded, make_feeds
-from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset, check_frames
+from sfa_cache.cache.feeds.epochs import WindowedEpochSampler, window_class_coverage
+from sfa_cache.cache.feeds.stage2 import Preloaded, make_feeds
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.checkpoint import RunRecord, init_from_stage1, read_model_config, read_spatial_fingerprint
 from sfa_cache.configs import config_to_dict
 from sfa_cache.cost.memory_model import estimate_step_memory

@@ -13,11 +13,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sfa_cache.cache.batching import FrameBatcher
-from sfa_cache.cache.builder import write_features
-from sfa_cache.cache.layout import COMPRESSORS
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.writer import ShardData, read_shard, write_shard
+from sfa_cache.cache.extraction.builder import write_features
+from sfa_cache.cache.extraction.frame_batches import FrameBatcher
+from sfa_cache.cache.format.layout import COMPRESSORS
+from sfa_cache.cache.format.read import FeatureCache
+from sfa_cache.cache.format.write import ShardData, read_shard, write_shard
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.video.transforms import eval_crops, eval_transform
 
@@ -290,7 +290,7 @@ def test_whole_shard_reader_equals_zarr_and_checks_every_checksum(tmp_path: Path
     None for layouts they do not know, and refuse corrupt chunks and a corrupt index as Zarr does."""
     import zarr
 
-    from sfa_cache.cache.shard_read import read_clip_frames, read_whole_features
+    from sfa_cache.cache.format.fast_read import read_clip_frames, read_whole_features
 
     data = _shard(9, v=2, f=3, d=4, dtype=dtype)
     write_shard(tmp_path / "s.zarr", data, compressor)

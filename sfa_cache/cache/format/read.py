@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from sfa_cache.cache.index import CacheIndex, ShardEntry, read_cache_index
-from sfa_cache.cache.layout import shard_path
-from sfa_cache.cache.shard_read import read_clip_frames, read_whole_features
+from sfa_cache.cache.format.fast_read import read_clip_frames, read_whole_features
+from sfa_cache.cache.format.index import CacheIndex, ShardEntry, read_cache_index
+from sfa_cache.cache.format.layout import shard_path
 
 
 class FeatureCache:

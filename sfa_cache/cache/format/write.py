@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sfa_cache.cache.layout import COMPRESSORS
+from sfa_cache.cache.format.layout import COMPRESSORS
 
 
 def compressor_codecs(name: str) -> list:

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sfa_cache.cache.batching import FrameBatcher
-from sfa_cache.cache.layout import ShardPlan
-from sfa_cache.cache.views import ClipJob, decode_views
-from sfa_cache.cache.writer import ShardData
+from sfa_cache.cache.extraction.decode_jobs import ClipJob, decode_views
+from sfa_cache.cache.extraction.frame_batches import FrameBatcher
+from sfa_cache.cache.format.layout import ShardPlan
+from sfa_cache.cache.format.write import ShardData
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.data.failures import ALL_FAILED_LIMIT, record_failure
 from sfa_cache.data.manifest import ManifestEntry
@@ -138,7 +138,7 @@ class ShardExtractor:
         jobs = [ClipJob(entries[i].row, entries[i].path, self.spec, self.seed)
                 for s in shards for i in range(s.start, s.stop)]
         pool = DecodePool(self.decode, workers=self.cfg.workers, timeout=self.cfg.decode_timeout,
-                          preload=["sfa_cache.cache.views"])
+                          preload=["sfa_cache.cache.extraction.decode_jobs"])
         results = pool.imap(jobs)
         stats = ExtractStats()
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")

@@ -15,10 +15,16 @@ from typing import Iterable, Optional
 
 import torch
 
-from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.epochs import WindowedEpochSampler
-from sfa_cache.cache.resident import ResidentBatches, ResidentFeatures, choose_placement, load_resident, resident_bytes
-from sfa_cache.cache.streaming import StreamingBatches
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
+from sfa_cache.cache.feeds.epochs import WindowedEpochSampler
+from sfa_cache.cache.feeds.resident import (
+    ResidentBatches,
+    ResidentFeatures,
+    choose_placement,
+    load_resident,
+    resident_bytes,
+)
+from sfa_cache.cache.feeds.streaming import StreamingBatches
 from sfa_cache.runtime import host_available_bytes
 
 log = logging.getLogger("sfa_cache")

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sfa_cache.cache.epochs import FrameSelection, gather_tokens
-from sfa_cache.cache.layout import PLACEMENTS
-from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.feeds.epochs import FrameSelection, gather_tokens
+from sfa_cache.cache.format.layout import PLACEMENTS
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.data.batches import EpochSampler
 from sfa_cache.errors import SfaError
 from sfa_cache.runtime import BAR_INTERVAL, host_available_bytes, same_device
