@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset
 from sfa_cache.cache.extraction.builder import write_features
 from sfa_cache.cache.extraction.frame_batches import FrameBatcher
 from sfa_cache.cache.format.layout import COMPRESSORS
-from sfa_cache.cache.format.read import FeatureCache
-from sfa_cache.cache.format.write import ShardData, read_shard, write_shard
+from sfa_cache.cache.format.read import FeatureCache, read_shard
+from sfa_cache.cache.format.write import ShardData, write_shard
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.video.transforms import eval_crops, eval_transform
 

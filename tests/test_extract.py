@@ -23,9 +23,9 @@ from safetensors.torch import load_file, save_file
 from sfa_cache.cache.extraction.decode_jobs import ClipJob, decode_float_views, decode_views
 from sfa_cache.cache.format import layout
 from sfa_cache.cache.format.index import cache_index_from_json, cache_key, read_cache_index
-from sfa_cache.cache.format.read import FeatureCache
+from sfa_cache.cache.format.read import FeatureCache, read_shard
 from sfa_cache.cache.format.verify import cache_info, verify_cache
-from sfa_cache.cache.format.write import read_shard, write_shard
+from sfa_cache.cache.format.write import write_shard
 from sfa_cache.checkpoint import load_spatial, read_spatial_fingerprint
 from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import ManifestEntry, infer_classes, read_manifest

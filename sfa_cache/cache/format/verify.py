@@ -10,7 +10,7 @@ import numpy as np
 
 from sfa_cache.cache.format import layout
 from sfa_cache.cache.format.index import read_cache_index, read_cache_job
-from sfa_cache.cache.format.write import read_shard
+from sfa_cache.cache.format.read import read_shard
 from sfa_cache.data.manifest import Manifest, manifest_digest
 from sfa_cache.errors import SfaError
 

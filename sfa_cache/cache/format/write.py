@@ -113,12 +113,3 @@ def _fsync_tree(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def read_shard(path: str | os.PathLike) -> ShardData:
-    """Every array of a shard (for verification and tests; training reads clip by clip)."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode="r")
-    return ShardData(
-        **{name: group[name][...] for name in ("features", "labels", "clip_index", "frame_index", "valid")}
-    )
