@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks.common import benchmark_dataset, machine, table, write_feature_cache
 from sfa_cache.cache.format import layout
-from sfa_cache.cache.format.layout import COMPRESSORS
+from sfa_cache.cache.format.codecs import COMPRESSORS
 from sfa_cache.cache.format.read import FeatureCache, read_shard
 from sfa_cache.cache.format.write import ShardData
 from sfa_cache.pipelines.extract import run_extract

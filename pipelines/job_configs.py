@@ -13,7 +13,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sfa_cache.cache.format.layout import COMPRESSORS, DTYPES, PLACEMENTS, VIEW_MODES
+from sfa_cache.cache.format.codecs import COMPRESSORS
+from sfa_cache.cache.format.layout import DTYPES, PLACEMENTS, VIEW_MODES
 from sfa_cache.configs import config_from_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import ADAPTER_KINDS

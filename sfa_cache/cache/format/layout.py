@@ -32,9 +32,9 @@ JOB_FILE = "extract.json"
 SHARDS_DIR = "shards"
 LOCKS_DIR = ".locks"
 
-# The settings a cache can be made with (named here, with no heavy import, for the command line).
+# The settings a cache can be made with (named here, with no heavy import, for the command line;
+# the compressors are the names of the codec table, `codecs.COMPRESSORS`).
 VIEW_MODES = ("train", "eval")  # augmented training views | the evaluation centre view or crops
-COMPRESSORS = ("zstd", "blosc", "none")  # of the features array (docs/benchmarks.md)
 DTYPES = ("float16", "float32")  # of the stored features
 # Where Stage 2 keeps a cache's features while it trains (cache/feeds/resident.py); off = stream from disk.
 PLACEMENTS = ("auto", "gpu", "ram", "off")
