@@ -61,7 +61,7 @@ def start_forkserver(video: Path) -> None:
     forks from starts once per process, importing its preload modules (seconds); started here, it
     is not charged to whichever extraction runs first."""
     spec = ClipSpec(frames=1, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    pool = DecodePool(decode_views, workers=1, timeout=None, preload=["sfa_cache.cache.extraction.decode_jobs"])
+    pool = DecodePool(decode_views, workers=1, timeout=None)  # preloads decode_views' module
     for _ in pool.imap([ClipJob(0, video, spec)]):
         pass
 

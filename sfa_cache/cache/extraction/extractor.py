@@ -114,7 +114,8 @@ class ShardExtractor:
     """
 
     # What a decode worker runs per clip: -> (uint8 frames [V, F, 3, S, S], frame_index [V, F]).
-    # A module-level function, since workers unpickle it by name; `encode` takes what it returns.
+    # A module-level function, imported here: workers unpickle it by name, and the pool preloads
+    # its module (`decode_jobs`) from the function itself. `encode` takes what it returns.
     decode = staticmethod(decode_views)
 
     def __init__(self, backbone: nn.Module, device: torch.device, spec: ClipSpec, cfg: ExtractorConfig,
@@ -137,8 +138,7 @@ class ShardExtractor:
         """Extract `shards` (global clip ranges into `entries`); each ends with its marker."""
         jobs = [ClipJob(entries[i].row, entries[i].path, self.spec, self.seed)
                 for s in shards for i in range(s.start, s.stop)]
-        pool = DecodePool(self.decode, workers=self.cfg.workers, timeout=self.cfg.decode_timeout,
-                          preload=["sfa_cache.cache.extraction.decode_jobs"])
+        pool = DecodePool(self.decode, workers=self.cfg.workers, timeout=self.cfg.decode_timeout)
         results = pool.imap(jobs)
         stats = ExtractStats()
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
