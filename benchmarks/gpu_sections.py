@@ -273,7 +273,7 @@ def stage2_input(ctx: Section) -> None:
     placements = ("gpu", "ram", "stream") if ctx.device.type == "cuda" else ("ram", "stream")
     for placement in placements:
         sampler = WindowedEpochSampler(dataset.shard_of, window=4, shuffle=True)
-        feeds = make_feeds((dataset, sampler), None, requested="off" if placement == "stream" else placement,
+        feeds = make_feeds((dataset, sampler), None, requested=placement,
                            batch_size=s.batch, num_workers=s.workers, device=ctx.device)
 
         def batches(epoch: int, sampler: WindowedEpochSampler = sampler, feed: Iterable = feeds.train) -> Iterable:

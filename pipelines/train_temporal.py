@@ -18,7 +18,8 @@ import torch
 
 from sfa_cache.cache.feeds.dataset import CachedFeatureDataset, check_frames
 from sfa_cache.cache.feeds.epochs import WindowedEpochSampler, window_class_coverage
-from sfa_cache.cache.feeds.stage2 import Preloaded, make_feeds
+from sfa_cache.cache.feeds.shared import Preloaded
+from sfa_cache.cache.feeds.stage2 import make_feeds
 from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.checkpoint import RunRecord, init_from_stage1, read_model_config, read_spatial_fingerprint
 from sfa_cache.configs import config_to_dict

@@ -13,7 +13,8 @@ import torch
 from sfa_cache.cache.extraction.builder import write_features
 from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
 from sfa_cache.cache.feeds.epochs import WindowedEpochSampler, train_draws, window_class_coverage
-from sfa_cache.cache.feeds.resident import ResidentBatches, choose_placement, load_resident
+from sfa_cache.cache.feeds.placement import choose_placement
+from sfa_cache.cache.feeds.resident import ResidentBatches, load_resident
 from sfa_cache.cache.feeds.streaming import StreamingBatches
 from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.cache.format.write import ShardData

@@ -36,8 +36,6 @@ LOCKS_DIR = ".locks"
 # the compressors are the names of the codec table, `codecs.COMPRESSORS`).
 VIEW_MODES = ("train", "eval")  # augmented training views | the evaluation centre view or crops
 DTYPES = ("float16", "float32")  # of the stored features
-# Where Stage 2 keeps a cache's features while it trains (cache/feeds/resident.py); off = stream from disk.
-PLACEMENTS = ("auto", "gpu", "ram", "off")
 
 
 @dataclass(frozen=True)
