@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import benchmark_dataset, machine, table, write_feature_cache
-from sfa_cache.cache import layout
-from sfa_cache.cache.layout import COMPRESSORS
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.writer import ShardData, read_shard
+from sfa_cache.cache.format import layout
+from sfa_cache.cache.format.codecs import COMPRESSORS
+from sfa_cache.cache.format.read import FeatureCache, read_shard
+from sfa_cache.cache.format.write import ShardData
 from sfa_cache.pipelines.extract import run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
 

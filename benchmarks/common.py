@@ -14,8 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from sfa_cache.cache.builder import write_features
-from sfa_cache.cache.writer import ShardData
+from sfa_cache.cache.extraction.builder import write_features
+from sfa_cache.cache.format.write import ShardData
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.fresh_process import run_in_fresh_process
 from sfa_cache.report import markdown_table as table  # noqa: F401  (re-exported for the scripts)

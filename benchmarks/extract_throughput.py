@@ -24,8 +24,8 @@ from unittest import mock
 import torch
 
 from benchmarks.common import bare_forward, benchmark_dataset, machine, table
-from sfa_cache.cache.extractor import ShardExtractor
-from sfa_cache.cache.views import ClipJob, decode_float_views, decode_views
+from sfa_cache.cache.extraction.decode_jobs import ClipJob, decode_float_views, decode_views
+from sfa_cache.cache.extraction.extractor import ShardExtractor
 from sfa_cache.data.decode_pool import DecodePool
 from sfa_cache.data.manifest import infer_classes, read_manifest
 from sfa_cache.distributed import DistInfo, rank_device
@@ -61,7 +61,7 @@ def start_forkserver(video: Path) -> None:
     forks from starts once per process, importing its preload modules (seconds); started here, it
     is not charged to whichever extraction runs first."""
     spec = ClipSpec(frames=1, image_size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    pool = DecodePool(decode_views, workers=1, timeout=None, preload=["sfa_cache.cache.views"])
+    pool = DecodePool(decode_views, workers=1, timeout=None)  # preloads decode_views' module
     for _ in pool.imap([ClipJob(0, video, spec)]):
         pass
 

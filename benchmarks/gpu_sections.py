@@ -31,10 +31,10 @@ import torch
 
 from benchmarks.common import bare_forward, benchmark_dataset, random_feature_cache, seconds_per_step, table
 from sfa_cache.atomic import atomic_write_json
-from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.epochs import WindowedEpochSampler
-from sfa_cache.cache.feeds import make_feeds
-from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
+from sfa_cache.cache.feeds.epochs import WindowedEpochSampler
+from sfa_cache.cache.feeds.stage2 import make_feeds
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.cost.plan import largest_fitting
 from sfa_cache.cost.regimes import REGIMES, TrainStep, build_regime_model, regime_config, spatial_shape
@@ -273,7 +273,7 @@ def stage2_input(ctx: Section) -> None:
     placements = ("gpu", "ram", "stream") if ctx.device.type == "cuda" else ("ram", "stream")
     for placement in placements:
         sampler = WindowedEpochSampler(dataset.shard_of, window=4, shuffle=True)
-        feeds = make_feeds((dataset, sampler), None, requested="off" if placement == "stream" else placement,
+        feeds = make_feeds((dataset, sampler), None, requested=placement,
                            batch_size=s.batch, num_workers=s.workers, device=ctx.device)
 
         def batches(epoch: int, sampler: WindowedEpochSampler = sampler, feed: Iterable = feeds.train) -> Iterable:

@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import machine, random_feature_cache, table
-from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.epochs import WindowedEpochSampler
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.resident import ResidentBatches, load_resident
-from sfa_cache.cache.streaming import StreamingBatches
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
+from sfa_cache.cache.feeds.epochs import WindowedEpochSampler
+from sfa_cache.cache.feeds.resident import ResidentBatches, load_resident
+from sfa_cache.cache.feeds.streaming import StreamingBatches
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.data.loaders import make_loader
 from sfa_cache.runtime import keep_freed_host_memory
 

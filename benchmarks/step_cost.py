@@ -23,8 +23,8 @@ from typing import Callable, Optional
 import torch
 
 from benchmarks.common import in_fresh_process, machine, random_feature_cache, seconds_per_step, table
-from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.cost.regimes import REGIMES, TrainStep, build_regime_model, regime_config, regime_input, spatial_shape
 from sfa_cache.report import human_bytes

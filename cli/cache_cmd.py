@@ -24,7 +24,7 @@ def cache_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info_cmd(cache_dir: str, as_json: bool) -> None:
     """Clips, views, frames, D, dtype, size on disk, fingerprint and failures of CACHE_DIR."""
-    from sfa_cache.cache.verify import cache_info
+    from sfa_cache.cache.format.verify import cache_info
 
     info = cache_info(cache_dir)
     if as_json:
@@ -41,8 +41,8 @@ def info_cmd(cache_dir: str, as_json: bool) -> None:
 @click.argument("cache_root", type=_DIR)
 def list_cmd(cache_root: str) -> None:
     """The caches under CACHE_ROOT: folder, state, clips, views x frames, source manifest."""
-    from sfa_cache.cache.layout import JOB_FILE
-    from sfa_cache.cache.verify import cache_info
+    from sfa_cache.cache.format.layout import JOB_FILE
+    from sfa_cache.cache.format.verify import cache_info
 
     found = False
     for path in sorted(Path(cache_root).iterdir()):
@@ -85,8 +85,8 @@ def verify_cmd(cache_dir: str, manifest: str | None, root: str | None, split: st
     Example:
       sfa-cache cache verify caches/train-train-32f-0123abcd --parity 8
     """
-    from sfa_cache.cache.index import read_cache_index
-    from sfa_cache.cache.verify import verify_cache
+    from sfa_cache.cache.format.index import read_cache_index
+    from sfa_cache.cache.format.verify import verify_cache
     from sfa_cache.data.inputs import read_input
 
     if parity:
@@ -124,7 +124,7 @@ def export_cmd(cache_dir: str, out: str, fmt: str, compression: str) -> None:
     The layout is in docs/cache-format.md; it is for tools outside this project (training here
     reads the Zarr cache directly).
     """
-    from sfa_cache.cache.export import export_h5
+    from sfa_cache.cache.format.export import export_h5
 
     summary = export_h5(cache_dir, out, compression=None if compression == "none" else compression, progress=True)
     click.echo(json.dumps(summary))

@@ -6,7 +6,8 @@ import json
 
 import click
 
-from sfa_cache.cache.layout import COMPRESSORS, DTYPES, VIEW_MODES
+from sfa_cache.cache.format.codecs import COMPRESSORS
+from sfa_cache.cache.format.layout import DTYPES, VIEW_MODES
 from sfa_cache.cli.options import command_settings, config_option, input_option, randaugment_options
 from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any, Optional
 
 import click
 
-from sfa_cache.cache.layout import PLACEMENTS
+from sfa_cache.cache.feeds.placement import REQUESTS, canonical_request
 from sfa_cache.cli.options import (
     allow_world_size_change_option,
     command_settings,
@@ -19,6 +20,14 @@ from sfa_cache.pipelines.job_configs import TEMPORAL_INITS, TrainTemporalConfig,
 
 T = TrainTemporalConfig
 _DIR = click.Path(exists=True, file_okay=False)
+
+
+class _RequestChoice(click.Choice):
+    """The --cache-in-memory words (what --help lists); `off`, the flag's former word for `stream`,
+    still works and becomes `stream` here, so existing commands keep working."""
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        return super().convert(canonical_request(value) if isinstance(value, str) else value, param, ctx)
 
 
 @click.command("train-temporal")
@@ -58,9 +67,10 @@ _DIR = click.Path(exists=True, file_okay=False)
 @click.option("--device", default=T.device, show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--num-workers", default=T.num_workers, show_default=True,
               help="Shard-reading worker processes when the features are streamed.")
-@click.option("--cache-in-memory", type=click.Choice(PLACEMENTS), default=T.cache_in_memory, show_default=True,
-              help="Where the features live while training: gpu (when they fit beside the step), ram, or off "
-              "(stream the shards); auto picks the first that fits and logs why. Same batches in every case.")
+@click.option("--cache-in-memory", type=_RequestChoice(REQUESTS), default=T.cache_in_memory, show_default=True,
+              help="Where the features live while training: gpu (when they fit beside the step), ram, or "
+              "stream (read the shards from disk); auto picks the first that fits and logs why. Same batches "
+              "in every case.")
 @click.option("--shuffle-window", default=T.shuffle_window, show_default=True,
               help="Shards shuffled together each epoch (0: all shards, a full shuffle); streaming holds one "
               "window's clips per worker.")

@@ -13,7 +13,7 @@ device when several GPUs are given; an entry whose run directory holds `result.j
 is skipped on a rerun. results.csv and results.md are rewritten after every entry; results.png
 (top-1 against parameters trained, training seconds and frames) is drawn at the end.
 
-The caches are read once for the whole grid: unless every entry streams (`cache_in_memory: off`),
+The caches are read once for the whole grid: unless every entry streams (`cache_in_memory: stream`),
 the parent loads each cache the entries use into shared host memory and every entry maps that
 copy (and moves it to its GPU when it fits there) instead of reading the files again.
 """
@@ -34,10 +34,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
-from sfa_cache.cache.dataset import frame_selection
-from sfa_cache.cache.feeds import Preloaded
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.resident import HOST_FRACTION, load_resident, resident_bytes
+from sfa_cache.cache.feeds.shared import CacheUse, Preloaded, share_host_copies
 from sfa_cache.configs import read_settings_file
 from sfa_cache.errors import SfaError
 from sfa_cache.fresh_process import die_with_parent
@@ -47,7 +44,7 @@ from sfa_cache.pipelines.train_temporal import check_inputs, run_train_temporal
 from sfa_cache.report import markdown_table
 from sfa_cache.run.progress import read_metrics
 from sfa_cache.run.record import holds_run
-from sfa_cache.runtime import LOG_DATEFMT, host_available_bytes
+from sfa_cache.runtime import LOG_DATEFMT
 
 log = logging.getLogger("sfa_cache")
 
@@ -106,31 +103,14 @@ def expand_grid(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
 
 def preload_caches(entries: list[tuple[str, dict[str, Any]]]) -> Preloaded:
     """One shared host copy of every cache (and the views) the entries read, when they all fit
-    in host memory; {} when every entry streams or they do not fit. (`expand_grid` has checked
-    every entry's caches already; each is opened once here, however many entries share it.)"""
-    opened: dict[str, FeatureCache] = {}
-    wanted: dict[tuple[str, tuple[int, ...]], FeatureCache] = {}
+    in host memory; {} when every entry streams or they do not fit (`share_host_copies`).
+    (`expand_grid` has checked every entry's caches already.)"""
+    uses = []
     for _, settings in entries:
         cfg = resolve_train_temporal_config({**settings, "out": "unused"})
-        if cfg.cache_in_memory == "off":
-            continue
-        for path, training in ((cfg.train_cache, True), (cfg.val_cache, False)):
-            if path is None:
-                continue
-            folder = str(Path(path).resolve())
-            if folder not in opened:
-                opened[folder] = FeatureCache(folder)
-            views = frame_selection(opened[folder], cfg.frames, train=training).views_needed()
-            wanted.setdefault((folder, views), opened[folder])
-    nbytes = sum(resident_bytes(cache, views) for (_, views), cache in wanted.items())
-    if not wanted or nbytes > HOST_FRACTION * host_available_bytes():
-        if wanted:
-            log.info("the grid's caches (%.2f GiB) do not fit in host memory: each entry reads its own", nbytes / 2**30)
-        return {}
-    log.info("loading %d cache cop%s (%.2f GiB) into shared memory for every entry", len(wanted),
-             "y" if len(wanted) == 1 else "ies", nbytes / 2**30)
-    return {key: load_resident(cache, key[1], device=torch.device("cpu"), shared=True)
-            for key, cache in wanted.items()}
+        uses += [CacheUse(path, cfg.frames, train=training, requested=cfg.cache_in_memory)
+                 for path, training in ((cfg.train_cache, True), (cfg.val_cache, False)) if path is not None]
+    return share_host_copies(uses)
 
 
 def _train_entry(name: str, settings: dict[str, Any], out: str, device: str, preloaded: Preloaded,

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from sfa_cache.cache.builder import CacheBuilder
-from sfa_cache.cache.extractor import ExtractorConfig, ShardExtractor
-from sfa_cache.cache.index import CachedSpatial, CacheIndex, ExtractionSettings, ManifestInfo, ViewSettings
+from sfa_cache.cache.extraction.builder import CacheBuilder
+from sfa_cache.cache.extraction.extractor import ExtractorConfig, ShardExtractor
+from sfa_cache.cache.format.index import CachedSpatial, CacheIndex, ExtractionSettings, ManifestInfo, ViewSettings
 from sfa_cache.configs import config_to_dict
 from sfa_cache.data.failures import FAILURES_FILE, read_failures
 from sfa_cache.data.inputs import describe_input, input_name, read_input

@@ -13,7 +13,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sfa_cache.cache.layout import COMPRESSORS, DTYPES, PLACEMENTS, VIEW_MODES
+from sfa_cache.cache.feeds.placement import canonical_request, check_request
+from sfa_cache.cache.format.codecs import COMPRESSORS
+from sfa_cache.cache.format.layout import DTYPES, VIEW_MODES
 from sfa_cache.configs import config_from_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import ADAPTER_KINDS
@@ -187,14 +189,19 @@ class TrainTemporalConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     device: str = "auto"
     num_workers: int = 2  # streaming: shard-reading worker processes
-    cache_in_memory: str = "auto"  # auto | gpu | ram | off (stream the shards): cache/feeds.py
-    shuffle_window: int = 16  # shards shuffled together each epoch (0: all, a full shuffle): cache/epochs.py
+    cache_in_memory: str = "auto"  # auto | gpu | ram | stream (`off` read as stream): cache/feeds/placement.py
+    shuffle_window: int = 16  # shards shuffled together each epoch (0: all, a full shuffle): cache/feeds/epochs.py
     seed: int = 0
     log_every: int = 50
     log: str = "auto"  # trackers besides metrics.jsonl (train/tracking.py)
     stop_after: Optional[int] = None
     allow_world_size_change: bool = False  # resume with another number of torchrun processes
     assemble: bool = True  # write OUT/assembled when training is complete
+
+    def __post_init__(self) -> None:
+        # One word from here on: `off` (the flag's former word, in older commands, configs and
+        # grids) is `stream`. An unknown word is left for `validate` to report.
+        self.cache_in_memory = canonical_request(self.cache_in_memory)
 
     def validate(self) -> None:
         if self.temporal_init not in TEMPORAL_INITS:
@@ -212,8 +219,7 @@ class TrainTemporalConfig:
                            "--temporal-pos-std are for training from scratch without a Stage-1 run")
         if self.stop_after is not None and self.stop_after < 1:
             raise SfaError("--stop-after must be >= 1")
-        if self.cache_in_memory not in PLACEMENTS:
-            raise SfaError(f"--cache-in-memory must be one of {', '.join(PLACEMENTS)}, got {self.cache_in_memory!r}")
+        check_request(self.cache_in_memory)
         if self.shuffle_window < 0:
             raise SfaError(f"--shuffle-window must be >= 0 shards (0: all), got {self.shuffle_window}")
         if self.optim.patience and not self.val_cache:

@@ -24,9 +24,9 @@ from typing import Optional
 import numpy as np
 from tqdm import tqdm
 
-from sfa_cache.cache.extractor import encode_views
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.views import ClipJob, clip_spec_of, view_decoder_of
+from sfa_cache.cache.extraction.decode_jobs import ClipJob, clip_spec_of, view_decoder_of
+from sfa_cache.cache.extraction.extractor import encode_views
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.data.inputs import read_input
 from sfa_cache.data.manifest import Manifest, manifest_digest
 from sfa_cache.errors import SfaError, VideoReadError

@@ -16,10 +16,11 @@ from typing import Any, Optional
 
 import torch
 
-from sfa_cache.cache.dataset import CachedFeatureDataset, check_frames
-from sfa_cache.cache.epochs import WindowedEpochSampler, window_class_coverage
-from sfa_cache.cache.feeds import Preloaded, make_feeds
-from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset, check_frames
+from sfa_cache.cache.feeds.epochs import WindowedEpochSampler, window_class_coverage
+from sfa_cache.cache.feeds.shared import Preloaded
+from sfa_cache.cache.feeds.stage2 import make_feeds
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.configs import config_to_dict
 from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.distributed import barrier, start_processes

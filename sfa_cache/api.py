@@ -20,10 +20,10 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.extractor import encode_views
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.views import ClipJob, decode_views
+from sfa_cache.cache.extraction.decode_jobs import ClipJob, decode_views
+from sfa_cache.cache.extraction.extractor import encode_views
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.errors import SfaError, VideoReadError
 from sfa_cache.inference import load_for_inference, predict
 from sfa_cache.models.vivit import ViViTFE

@@ -50,9 +50,9 @@ def decoders(*backends: str) -> list:
 
 def cache_arrays(cache_dir: Path) -> dict[str, np.ndarray]:
     """Every array of a finished feature cache, its shards concatenated in clip order."""
-    from sfa_cache.cache import layout
-    from sfa_cache.cache.index import read_cache_index
-    from sfa_cache.cache.writer import read_shard
+    from sfa_cache.cache.format import layout
+    from sfa_cache.cache.format.index import read_cache_index
+    from sfa_cache.cache.format.read import read_shard
 
     shards = [read_shard(layout.shard_path(cache_dir, s.index)).arrays() for s in read_cache_index(cache_dir).shards]
     return {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}

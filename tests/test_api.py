@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from sfa_cache import api
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.views import clip_spec_of
+from sfa_cache.cache.extraction.decode_jobs import clip_spec_of
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.data.manifest import read_manifest
 from sfa_cache.errors import VideoReadError
 from sfa_cache.inference import predict

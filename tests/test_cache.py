@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,11 +14,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sfa_cache.cache.batching import FrameBatcher
-from sfa_cache.cache.builder import write_features
-from sfa_cache.cache.layout import COMPRESSORS
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.writer import ShardData, read_shard, write_shard
+from sfa_cache.cache.extraction.builder import write_features
+from sfa_cache.cache.extraction.frame_batches import FrameBatcher
+from sfa_cache.cache.format.codecs import COMPRESSORS, codec_named
+from sfa_cache.cache.format.read import FeatureCache, read_shard
+from sfa_cache.cache.format.write import ShardData, write_shard
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.video.transforms import eval_crops, eval_transform
 
@@ -290,7 +291,7 @@ def test_whole_shard_reader_equals_zarr_and_checks_every_checksum(tmp_path: Path
     None for layouts they do not know, and refuse corrupt chunks and a corrupt index as Zarr does."""
     import zarr
 
-    from sfa_cache.cache.shard_read import read_clip_frames, read_whole_features
+    from sfa_cache.cache.format.fast_read import read_clip_frames, read_whole_features
 
     data = _shard(9, v=2, f=3, d=4, dtype=dtype)
     write_shard(tmp_path / "s.zarr", data, compressor)
@@ -350,3 +351,13 @@ def test_shard_clip_frames_equal_a_gather_from_clip_reads(tmp_path: Path, compre
         clips = np.stack([cache.features(shard.start + r) for r in rows])  # [n, V, F, D]
         np.testing.assert_array_equal(taken, clips[np.arange(len(rows))[:, None], views[:, None], frames])
 
+
+
+@pytest.mark.parametrize("compressor", COMPRESSORS)
+def test_each_codec_is_stored_under_the_names_it_declares(tmp_path: Path, compressor: str) -> None:
+    """A codec table entry's `stored_as` is what zarr.json records for its chain: the one-pass
+    reader recognises a compressor by it."""
+    write_shard(tmp_path / "s.zarr", _shard(3), compressor)
+    meta = json.loads((tmp_path / "s.zarr" / "features" / "zarr.json").read_text())
+    names = [c["name"] for c in meta["codecs"][0]["configuration"]["codecs"]]
+    assert names == ["bytes", *codec_named(compressor).stored_as, "crc32c"]

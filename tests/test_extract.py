@@ -20,12 +20,12 @@ from click.testing import CliRunner
 from conftest import TINY_BACKBONE, cache_arrays
 from safetensors.torch import load_file, save_file
 
-from sfa_cache.cache import layout
-from sfa_cache.cache.index import cache_index_from_json, cache_key, read_cache_index
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.verify import cache_info, verify_cache
-from sfa_cache.cache.views import ClipJob, decode_float_views, decode_views
-from sfa_cache.cache.writer import read_shard, write_shard
+from sfa_cache.cache.extraction.decode_jobs import ClipJob, decode_float_views, decode_views
+from sfa_cache.cache.format import layout
+from sfa_cache.cache.format.index import cache_index_from_json, cache_key, read_cache_index
+from sfa_cache.cache.format.read import FeatureCache, read_shard
+from sfa_cache.cache.format.verify import cache_info, verify_cache
+from sfa_cache.cache.format.write import write_shard
 from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import ManifestEntry, infer_classes, read_manifest
 from sfa_cache.errors import SfaError

@@ -1,5 +1,5 @@
 """Stage-2 feeds: the windowed epoch order, the draws, and resident / streamed / per-clip batches
-that must be the same batches (cache/epochs.py, resident.py, streaming.py, feeds.py)."""
+that must be the same batches (cache/feeds/: epochs.py, resident.py, streaming.py, stage2.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from sfa_cache.cache.builder import write_features
-from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.epochs import WindowedEpochSampler, train_draws, window_class_coverage
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.resident import ResidentBatches, choose_placement, load_resident
-from sfa_cache.cache.streaming import StreamingBatches
-from sfa_cache.cache.writer import ShardData
+from sfa_cache.cache.extraction.builder import write_features
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
+from sfa_cache.cache.feeds.epochs import WindowedEpochSampler, train_draws, window_class_coverage
+from sfa_cache.cache.feeds.placement import choose_placement
+from sfa_cache.cache.feeds.resident import ResidentBatches, load_resident
+from sfa_cache.cache.feeds.streaming import StreamingBatches
+from sfa_cache.cache.format.read import FeatureCache
+from sfa_cache.cache.format.write import ShardData
 from sfa_cache.data.loaders import make_loader
 from sfa_cache.errors import SfaError
 from sfa_cache.video.sampling import uniform_indices
@@ -204,7 +205,7 @@ def test_one_device_under_two_names_is_one_device(cache: FeatureCache) -> None:
 @pytest.mark.gpu
 def test_streamed_batches_cross_to_the_gpu_from_pinned_windows(cache: FeatureCache) -> None:
     """Streaming pins once: each window is allocated pinned and its batches are not pinned again."""
-    from sfa_cache.cache.streaming import StreamingBatches
+    from sfa_cache.cache.feeds.streaming import StreamingBatches
 
     ds = CachedFeatureDataset(cache, 5, train=True, seed=3)
     sampler = WindowedEpochSampler(ds.shard_of, window=2, shuffle=True, seed=3)

@@ -18,9 +18,9 @@ import torch
 from click.testing import CliRunner
 from conftest import cache_arrays
 
-from sfa_cache.cache import layout
-from sfa_cache.cache.index import read_cache_index
-from sfa_cache.cache.verify import verify_cache
+from sfa_cache.cache.format import layout
+from sfa_cache.cache.format.index import read_cache_index
+from sfa_cache.cache.format.verify import verify_cache
 from sfa_cache.cli.main import cli
 from sfa_cache.data.failures import read_failures
 from sfa_cache.data.inputs import input_kind, input_name, read_input

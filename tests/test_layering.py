@@ -23,7 +23,10 @@ LAYERS = [
     ["sfa_cache.distributed", "sfa_cache.fresh_process"],
     ["sfa_cache.video"],
     ["sfa_cache.data", "sfa_cache.models"],
-    ["sfa_cache.run", "sfa_cache.cache"],
+    # cache/ by direction: the on-disk format below the engine that writes it and the feeds that
+    # read it; those two never import each other (one layer: neither may import the other).
+    ["sfa_cache.run", "sfa_cache.cache", "sfa_cache.cache.format"],
+    ["sfa_cache.cache.extraction", "sfa_cache.cache.feeds"],
     ["sfa_cache.train", "sfa_cache.inference"],
     ["sfa_cache.cost"],
     ["sfa_cache.api"],  # the Python API is the library's: it never imports a pipeline
@@ -70,7 +73,8 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
 
 
 def unit(module: str) -> str:
-    """The layer unit of a module: its subpackage (sfa_cache.cache.*), or the module itself."""
+    """The layer unit of a module: its (sub)package (sfa_cache.video.*, sfa_cache.cache.feeds.*),
+    or the module itself."""
     for candidate in sorted(LAYER, key=len, reverse=True):
         if module == candidate or (candidate != "sfa_cache" and module.startswith(candidate + ".")):
             return candidate
@@ -110,6 +114,22 @@ def test_no_import_circle() -> None:
         if m not in state:
             walk(m, [m])
     assert circles == [], circles
+
+
+def test_no_string_names_a_module_on_a_higher_layer() -> None:
+    """A dependency hidden in a string (a module a worker pool is told to preload, say) is still a
+    dependency: a string that names an sfa_cache module names one this module may import. (The
+    package's own name is the loggers' namespace, not an import.)"""
+    mods = modules()
+    names = set(mods) - {"sfa_cache"}
+    found = []
+    for m, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                named = node.value
+                if unit(named) != unit(m) and LAYER[unit(named)] >= LAYER[unit(m)]:
+                    found.append(f"{m} names {named}")
+    assert found == [], "\n".join(found)
 
 
 def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 from conftest import TINY_BACKBONE
 from safetensors.torch import load_file
 
-from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.cli.main import cli
 from sfa_cache.data.manifest import read_manifest
 from sfa_cache.errors import SfaError

@@ -131,6 +131,7 @@ class DecodePool(Generic[J]):
 
     `workers=0` runs jobs inline in the calling process (no timeout: for debugging).
     `max_ahead` bounds how many finished results may wait for the consumer (memory).
+    `preload`: modules a job's payload needs, imported once in the forkserver with `fn`'s own.
     """
 
     def __init__(
@@ -150,8 +151,12 @@ class DecodePool(Generic[J]):
         self.max_jobs_per_worker = max(1, max_jobs_per_worker)
         self.max_ahead = max_ahead or 2 * max(1, self.workers)
         self.ctx = tmp.get_context(context)
-        if preload and context == "forkserver":
-            self.ctx.set_forkserver_preload(list(preload))  # workers start with these imported
+        # Workers unpickle `fn` by reference, importing its module: that module is taken from the
+        # function (never named by the caller) and imported once in the forkserver instead.
+        own = getattr(getattr(fn, "func", fn), "__module__", None)  # a functools.partial's: its function's
+        modules = [m for m in dict.fromkeys([own, *preload]) if m and m != "__main__"]  # a script's: never
+        if modules and context == "forkserver":
+            self.ctx.set_forkserver_preload(modules)
         self.timeouts = 0
         self.crashes = 0
 

@@ -1,8 +1,8 @@
 """A `features` shard read in one pass: the streaming reader's and the resident load's fast path.
 
 `write_shard` stores a shard's features as one Zarr v3 array made of a single shard file (the
-`sharding_indexed` codec): inner chunks of one clip `[1, V, F, D]`, each `bytes -> blosc ->
-crc32c`, and at the end of the file an index of (offset, nbytes) per chunk with its own CRC32C.
+`sharding_indexed` codec): inner chunks of one clip `[1, V, F, D]`, each `bytes -> compression
+-> crc32c`, and at the end of the file an index of (offset, nbytes) per chunk with its own CRC32C.
 Zarr reads such a file chunk by chunk through its event loop, which measured 2-3x the real work
 (reading the file, checking each checksum, decompressing; docs/benchmarks.md). This module maps
 the file once, checks the index's and every chunk's CRC32C exactly as Zarr does, and decodes the
@@ -14,7 +14,8 @@ chunks itself:
   frames are copied out, so the shard is never materialised (streaming's path: 4x fewer bytes
   written at T = F/4, and no 96 MiB allocation per shard).
 
-Both handle only that layout, recognised from the array's zarr.json; anything else (another
+Both handle only that layout, recognised from the array's zarr.json, and only for a compressor
+whose entry in `codecs.CODECS` has a `decoder` (blosc, the default); anything else (another
 compressor, an older layout) gets None and the caller reads through Zarr. Chunks the index marks
 empty (Zarr does not store a chunk that is all fill value: a failed clip's NaN) come back as the
 fill value, NaN.
@@ -25,17 +26,28 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
+from sfa_cache.cache.format.codecs import ChunkDecoder, codec_stored_as
+
 EMPTY = 2**64 - 1  # the sharding index's (offset, nbytes) of a chunk that was not written
-_CHUNK_CODECS = ["bytes", "blosc", "crc32c"]
 _INDEX_CODECS = ["bytes", "crc32c"]
 
 
-def _sharded_layout(meta: dict[str, Any]) -> Optional[tuple[int, ...]]:
-    """The array's shape when `meta` is the layout this module reads, else None."""
+def _chunk_decoder(names: list[str]) -> Optional[Callable[[], ChunkDecoder]]:
+    """The decoder (factory) the codec table gives a chunk chain `bytes -> compression -> crc32c`,
+    else None (an unknown chain, or a compressor that is read through Zarr)."""
+    if len(names) < 2 or names[0] != "bytes" or names[-1] != "crc32c":
+        return None
+    codec = codec_stored_as(names[1:-1])
+    return None if codec is None else codec.decoder
+
+
+def _sharded_layout(meta: dict[str, Any]) -> Optional[tuple[tuple[int, ...], Callable[[], ChunkDecoder]]]:
+    """(the array's shape, its chunks' decoder factory) when `meta` is the layout this module
+    reads, else None."""
     codecs = meta.get("codecs") or []
     if sys.byteorder != "little" or meta.get("zarr_format") != 3 or len(codecs) != 1:
         return None
@@ -47,28 +59,28 @@ def _sharded_layout(meta: dict[str, Any]) -> Optional[tuple[int, ...]]:
     little = all(c.get("configuration", {}).get("endian", "little") == "little"
                  for c in config["codecs"] + config["index_codecs"] if c["name"] == "bytes")
     shape = tuple(meta["shape"])
-    if (names != _CHUNK_CODECS or index_names != _INDEX_CODECS or not little
+    decoder = _chunk_decoder(names)
+    if (decoder is None or index_names != _INDEX_CODECS or not little
             or config.get("index_location", "end") != "end" or meta.get("fill_value") != "NaN"
             or tuple(meta["chunk_grid"]["configuration"]["chunk_shape"]) != shape):
         return None
     inner = tuple(config["chunk_shape"])
     if inner[0] != 1 or inner[1:] != shape[1:]:
         return None
-    return shape
+    return shape, decoder
 
 
 class _ShardFile:
     """One shard file, memory-mapped, its index checked: clip rows decoded on demand."""
 
-    def __init__(self, array_dir: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    def __init__(self, array_dir: Path, shape: tuple[int, ...], dtype: np.dtype, decoder: ChunkDecoder) -> None:
         import google_crc32c
-        from numcodecs import Blosc
 
-        self._crc32c, self._codec = google_crc32c.value, Blosc()
+        self._crc32c, self._codec = google_crc32c.value, decoder
         self.shape, self.dtype = shape, dtype
         self.path = array_dir / "c" / "/".join("0" * len(shape))
         # A missing file: every chunk was the fill value, so Zarr wrote no shard file. Mapped, not
-        # read: the checksums and blosc read the page cache in place (a 96 MiB shard in 18 ms
+        # read: the checksums and the decoder read the page cache in place (a 96 MiB shard in 18 ms
         # against 27 ms read into a new array, docs/benchmarks.md), and a uint8 array's slices are
         # views that google_crc32c accepts (bytes slices would copy). A finished cache's shard files
         # are never rewritten (written before their marker and cache.json), so none shrinks under the map.
@@ -101,8 +113,11 @@ class _ShardFile:
 
 def _open(array_dir: Path) -> Optional[_ShardFile]:
     meta = json.loads((array_dir / "zarr.json").read_text())
-    shape = _sharded_layout(meta)
-    return None if shape is None else _ShardFile(array_dir, shape, np.dtype(meta["data_type"]))
+    layout = _sharded_layout(meta)
+    if layout is None:
+        return None
+    shape, decoder = layout
+    return _ShardFile(array_dir, shape, np.dtype(meta["data_type"]), decoder())
 
 
 def read_whole_features(array_dir: Path) -> Optional[np.ndarray]:

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.epochs import FrameSelection, WindowedEpochSampler
-from sfa_cache.cache.reader import FeatureCache
-from sfa_cache.cache.resident import to_training_device
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
+from sfa_cache.cache.feeds.epochs import FrameSelection, WindowedEpochSampler
+from sfa_cache.cache.feeds.resident import to_training_device
+from sfa_cache.cache.format.read import FeatureCache
 
 # (epoch, items that live in one shard, their positions in the window, the window's size)
 Piece = tuple[int, np.ndarray, np.ndarray, int]

@@ -3,7 +3,7 @@
 Each epoch a training item draws one of the V cached views and a temporal subset of the cached
 frames (segment sampling with random offsets: temporal jitter); evaluation takes the centre view
 and the fixed centre-of-segment subset. The draws are `epochs.FrameSelection`'s, functions of
-(seed, epoch, clip): the same as the resident and streaming feeds give (`feeds.py`), so worker
+(seed, epoch, clip): the same as the resident and streaming feeds give (`stage2.py`), so worker
 count, resumption and where the features live do not change what is seen.
 """
 
@@ -14,8 +14,8 @@ import logging
 import numpy as np
 import torch
 
-from sfa_cache.cache.epochs import FrameSelection
-from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.feeds.epochs import FrameSelection
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.errors import SfaError
 
 log = logging.getLogger(__name__)

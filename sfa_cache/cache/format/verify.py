@@ -8,9 +8,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from sfa_cache.cache import layout
-from sfa_cache.cache.index import read_cache_index, read_cache_job
-from sfa_cache.cache.writer import read_shard
+from sfa_cache.cache.format import layout
+from sfa_cache.cache.format.index import CacheIndex, ShardEntry, read_cache_index, read_cache_job
+from sfa_cache.cache.format.read import read_shard
 from sfa_cache.data.manifest import Manifest, manifest_digest
 from sfa_cache.errors import SfaError
 
@@ -54,6 +54,45 @@ def cache_info(cache_dir: str | os.PathLike) -> dict[str, Any]:
     }
 
 
+def _shard_problems(cache_dir: Path, index: CacheIndex, s: ShardEntry, rows: list[int]) -> list[str]:
+    """What is wrong with shard `s` (its marker, data, checksum, shapes and NaN placement); its
+    clips' manifest rows are appended to `rows`."""
+    name = f"shard {s.index}"
+    marker = layout.read_marker(cache_dir, s.index, index.key)
+    if marker is None:
+        return [f"{name}: completion marker missing or invalid"]
+    try:
+        data = read_shard(layout.shard_path(cache_dir, s.index))
+    except Exception as e:  # unreadable or corrupt Zarr data
+        return [f"{name}: cannot read its data ({type(e).__name__}: {e})"]
+    problems: list[str] = []
+    n, V, F, D, dtype = s.stop - s.start, index.views, index.frames, index.dim, np.dtype(index.dtype)
+    if data.features.shape != (n, V, F, D) or data.features.dtype != dtype:
+        problems.append(
+            f"{name}: features are {data.features.shape} {data.features.dtype}, expected {(n, V, F, D)} {dtype}"
+        )
+    if (
+        data.labels.shape != (n,)
+        or data.valid.shape != (n,)
+        or data.clip_index.shape != (n,)
+        or data.frame_index.shape != (n, V, F)
+    ):
+        return problems + [f"{name}: labels / valid / clip_index / frame_index shapes disagree with {n} clips"]
+    checksum = data.checksum()
+    if checksum != marker["checksum"] or checksum != s.checksum:
+        problems.append(f"{name}: checksum mismatch (data changed or corrupted after it was written)")
+    flat = data.features.reshape(n, -1)
+    nan = np.isnan(flat)
+    if (bad := np.flatnonzero(data.valid & ~np.isfinite(flat).all(axis=1))).size:
+        problems.append(f"{name}: {bad.size} valid clip(s) hold NaN or inf (first: clip {s.start + int(bad[0])})")
+    if (bad := np.flatnonzero(~data.valid & ~nan.all(axis=1))).size:
+        problems.append(f"{name}: {bad.size} failed clip(s) hold values (first: clip {s.start + int(bad[0])})")
+    if (bad := np.flatnonzero(data.valid & (data.frame_index < 0).any(axis=(1, 2)))).size:
+        problems.append(f"{name}: {bad.size} valid clip(s) without decoded frame indices")
+    rows.extend(data.clip_index.tolist())
+    return problems
+
+
 def verify_cache(cache_dir: str | os.PathLike, manifest: Optional[Manifest] = None) -> list[str]:
     """Every problem found (empty list: the cache is sound).
 
@@ -69,44 +108,9 @@ def verify_cache(cache_dir: str | os.PathLike, manifest: Optional[Manifest] = No
     except SfaError as e:  # the message says what state the folder is in
         return [str(e)]
     problems: list[str] = []
-    V, F, D, dtype = index.views, index.frames, index.dim, np.dtype(index.dtype)
     rows: list[int] = []
     for s in index.shards:
-        name = f"shard {s.index}"
-        marker = layout.read_marker(cache_dir, s.index, index.key)
-        if marker is None:
-            problems.append(f"{name}: completion marker missing or invalid")
-            continue
-        try:
-            data = read_shard(layout.shard_path(cache_dir, s.index))
-        except Exception as e:  # unreadable or corrupt Zarr data
-            problems.append(f"{name}: cannot read its data ({type(e).__name__}: {e})")
-            continue
-        n = s.stop - s.start
-        if data.features.shape != (n, V, F, D) or data.features.dtype != dtype:
-            problems.append(
-                f"{name}: features are {data.features.shape} {data.features.dtype}, expected {(n, V, F, D)} {dtype}"
-            )
-        if (
-            data.labels.shape != (n,)
-            or data.valid.shape != (n,)
-            or data.clip_index.shape != (n,)
-            or data.frame_index.shape != (n, V, F)
-        ):
-            problems.append(f"{name}: labels / valid / clip_index / frame_index shapes disagree with {n} clips")
-            continue
-        checksum = data.checksum()
-        if checksum != marker["checksum"] or checksum != s.checksum:
-            problems.append(f"{name}: checksum mismatch (data changed or corrupted after it was written)")
-        flat = data.features.reshape(n, -1)
-        nan = np.isnan(flat)
-        if (bad := np.flatnonzero(data.valid & ~np.isfinite(flat).all(axis=1))).size:
-            problems.append(f"{name}: {bad.size} valid clip(s) hold NaN or inf (first: clip {s.start + int(bad[0])})")
-        if (bad := np.flatnonzero(~data.valid & ~nan.all(axis=1))).size:
-            problems.append(f"{name}: {bad.size} failed clip(s) hold values (first: clip {s.start + int(bad[0])})")
-        if (bad := np.flatnonzero(data.valid & (data.frame_index < 0).any(axis=(1, 2)))).size:
-            problems.append(f"{name}: {bad.size} valid clip(s) without decoded frame indices")
-        rows.extend(data.clip_index.tolist())
+        problems += _shard_problems(cache_dir, index, s, rows)
     expected = index.manifest.rows
     if not problems and rows != expected:
         problems.append(

@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from sfa_cache.cache.batching import FrameBatcher
-from sfa_cache.cache.layout import ShardPlan
-from sfa_cache.cache.views import ClipJob, decode_views
-from sfa_cache.cache.writer import ShardData
+from sfa_cache.cache.extraction.decode_jobs import ClipJob, decode_views
+from sfa_cache.cache.extraction.frame_batches import FrameBatcher
+from sfa_cache.cache.format.layout import ShardPlan
+from sfa_cache.cache.format.write import ShardData
 from sfa_cache.data.decode_pool import DecodePool, JobFailure
 from sfa_cache.data.failures import ALL_FAILED_LIMIT, record_failure
 from sfa_cache.data.manifest import ManifestEntry
@@ -114,7 +114,8 @@ class ShardExtractor:
     """
 
     # What a decode worker runs per clip: -> (uint8 frames [V, F, 3, S, S], frame_index [V, F]).
-    # A module-level function, since workers unpickle it by name; `encode` takes what it returns.
+    # A module-level function, imported here: workers unpickle it by name, and the pool preloads
+    # its module (`decode_jobs`) from the function itself. `encode` takes what it returns.
     decode = staticmethod(decode_views)
 
     def __init__(self, backbone: nn.Module, device: torch.device, spec: ClipSpec, cfg: ExtractorConfig,
@@ -137,8 +138,7 @@ class ShardExtractor:
         """Extract `shards` (global clip ranges into `entries`); each ends with its marker."""
         jobs = [ClipJob(entries[i].row, entries[i].path, self.spec, self.seed)
                 for s in shards for i in range(s.start, s.stop)]
-        pool = DecodePool(self.decode, workers=self.cfg.workers, timeout=self.cfg.decode_timeout,
-                          preload=["sfa_cache.cache.views"])
+        pool = DecodePool(self.decode, workers=self.cfg.workers, timeout=self.cfg.decode_timeout)
         results = pool.imap(jobs)
         stats = ExtractStats()
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")

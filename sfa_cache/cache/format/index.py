@@ -1,9 +1,10 @@
 """The feature cache's index, typed: what extract.json (the job, written first) and cache.json
 (the same plus the shard table and clip counts, written last) hold.
 
-Read and written only through `CacheIndex`; the builder (`builder.py`) is the one writer. A
-malformed index, or one of a newer format, is a one-line error. The content key that names a
-cache folder is computed here, from the fingerprint, the extraction settings and the manifest.
+Read and written only through `CacheIndex`; the builder (`cache/extraction/builder.py`) is the
+one writer. A malformed index, or one of a newer format, is a one-line error. The content key
+that names a cache folder is computed here, from the fingerprint, the extraction settings and
+the manifest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from sfa_cache.atomic import atomic_write_json
-from sfa_cache.cache.layout import CACHE_FILE, CACHE_FORMAT, COMPRESSORS, DTYPES, JOB_FILE, VIEW_MODES
+from sfa_cache.cache.format.codecs import COMPRESSORS
+from sfa_cache.cache.format.layout import CACHE_FILE, CACHE_FORMAT, DTYPES, JOB_FILE, VIEW_MODES
 from sfa_cache.configs import config_from_dict, config_to_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.folders import read_json_object
@@ -63,7 +65,7 @@ class ExtractionSettings:
     compressor: str
     clips_per_shard: int
     # How frames reached the model: "uint8" (rounded to 8 bits in the decode workers, normalised
-    # on the device: cache/views.py) since 2026-12; "float32" for caches made before, which an
+    # on the device: cache/extraction/decode_jobs.py) since 2026-12; "float32" for caches made before, which an
     # index without the field describes. The rounding moves features by ~1e-3 relative, so it is
     # part of the key: an older cache is never reused or resumed as if it were a uint8 one.
     transport: str = "float32"

@@ -1,7 +1,7 @@
 """How Stage 2 is fed from its caches: decide where the features live, then build the batches.
 
-    auto | gpu | ram | off  --choose_placement-->  gpu | ram: ResidentBatches (resident.py)
-                                                   stream:   StreamingBatches (streaming.py)
+    auto | gpu | ram | stream  --choose_placement-->  gpu | ram: ResidentBatches (resident.py)
+    (placement.py)                                    stream:   StreamingBatches (streaming.py)
 
 Every placement gives the same batches (epochs.py), so the choice changes speed, never results.
 """
@@ -10,32 +10,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Iterable, Optional
 
 import torch
 
-from sfa_cache.cache.dataset import CachedFeatureDataset
-from sfa_cache.cache.epochs import WindowedEpochSampler
-from sfa_cache.cache.resident import ResidentBatches, ResidentFeatures, choose_placement, load_resident, resident_bytes
-from sfa_cache.cache.streaming import StreamingBatches
+from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
+from sfa_cache.cache.feeds.epochs import WindowedEpochSampler
+from sfa_cache.cache.feeds.placement import choose_placement
+from sfa_cache.cache.feeds.resident import ResidentBatches, load_resident, resident_bytes
+from sfa_cache.cache.feeds.shared import Preloaded, store_key
+from sfa_cache.cache.feeds.streaming import StreamingBatches
 from sfa_cache.runtime import host_available_bytes
 
 log = logging.getLogger("sfa_cache")
-
-Preloaded = dict[tuple[str, tuple[int, ...]], ResidentFeatures]  # (cache folder, views) -> a shared host copy
-
-
-def store_key(dataset: CachedFeatureDataset) -> tuple[str, tuple[int, ...]]:
-    """What a resident copy for `dataset` is looked up by: its cache folder and the views it needs."""
-    return str(Path(dataset.cache.dir).resolve()), dataset.selection.views_needed()
 
 
 @dataclass
 class Stage2Feeds:
     train: Iterable
     val: Optional[Iterable]
-    placement: str  # gpu | ram | stream
+    placement: str  # one of placement.PLACEMENTS: gpu | ram | stream
     why: str
 
 
@@ -45,7 +39,8 @@ def make_feeds(train: tuple[CachedFeatureDataset, WindowedEpochSampler],
                preloaded: Optional[Preloaded] = None) -> Stage2Feeds:
     """Batches for training and validation, from resident copies or streamed shards.
 
-    `preloaded`: host copies already in shared memory (made by `sfa-cache ablate` for all its
+    `requested`: a --cache-in-memory word (placement.REQUESTS). `preloaded`: host copies already
+    in shared memory (`shared.share_host_copies`, made by `sfa-cache ablate` for all its
     entries); used instead of reading the caches again, and copied to the GPU when it is chosen.
     """
     parts = [p for p in (train, val) if p is not None]

@@ -27,8 +27,8 @@ from types import TracebackType
 from typing import Any, Optional
 
 from sfa_cache.atomic import atomic_write_text
-from sfa_cache.cache import layout
-from sfa_cache.cache.index import (
+from sfa_cache.cache.format import layout
+from sfa_cache.cache.format.index import (
     CachedSpatial,
     CacheIndex,
     ExtractionSettings,
@@ -39,7 +39,7 @@ from sfa_cache.cache.index import (
     cache_key,
     read_cache_index,
 )
-from sfa_cache.cache.writer import ShardData, write_shard
+from sfa_cache.cache.format.write import ShardData, write_shard
 from sfa_cache.data.failures import FAILURES_FILE
 from sfa_cache.distributed import DistInfo, barrier
 from sfa_cache.errors import SfaError

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sfa_cache.atomic import atomic_write
-from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.errors import SfaError
 
 EXPORT_FORMAT = 1

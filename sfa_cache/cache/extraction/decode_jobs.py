@@ -20,7 +20,7 @@ from sfa_cache.video.locations import VideoLocation
 from sfa_cache.video.transforms import AugmentConfig
 
 if TYPE_CHECKING:
-    from sfa_cache.cache.index import CacheIndex
+    from sfa_cache.cache.format.index import CacheIndex
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Random access to a finished feature cache: global clip index -> [views, frames, D].
+"""Random access to a finished feature cache: global clip index -> [views, frames, D]; and
+`read_shard`, every array of one shard at once (the inverse of `write.write_shard`).
 
 Zarr stores are opened lazily, per process, on first access: a `FeatureCache` built in the
 parent and sent to DataLoader workers (spawn, forkserver or fork) carries only paths and the
@@ -15,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from sfa_cache.cache.index import CacheIndex, ShardEntry, read_cache_index
-from sfa_cache.cache.layout import shard_path
-from sfa_cache.cache.shard_read import read_clip_frames, read_whole_features
+from sfa_cache.cache.format.fast_read import read_clip_frames, read_whole_features
+from sfa_cache.cache.format.index import CacheIndex, ShardEntry, read_cache_index
+from sfa_cache.cache.format.layout import shard_path
+from sfa_cache.cache.format.write import ShardData
 
 
 class FeatureCache:
@@ -142,3 +144,13 @@ class FeatureCache:
         state = self.__dict__.copy()
         state["_arrays"] = {}  # open handles never travel; cached columns (small) do
         return state
+
+
+def read_shard(path: str | os.PathLike) -> ShardData:
+    """Every array of a shard (for verification and tests; training reads clip by clip)."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    return ShardData(
+        **{name: group[name][...] for name in ("features", "labels", "clip_index", "frame_index", "valid")}
+    )

@@ -22,25 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sfa_cache.cache.layout import COMPRESSORS
-
-
-def compressor_codecs(name: str) -> list:
-    """Zarr codecs for a compressor name (see docs/benchmarks.md for the measurements).
-
-    Every chain ends with a CRC32C per chunk: zstd frames carry no checksum of their own, and a
-    flipped bit on disk otherwise decodes silently into wrong features. With it, reading a
-    corrupt clip raises instead.
-    """
-    from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
-
-    if name == "zstd":
-        return [ZstdCodec(level=3), Crc32cCodec()]
-    if name == "blosc":  # byte shuffle groups the exponent bytes of fp16 values together
-        return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"), Crc32cCodec()]
-    if name == "none":
-        return [Crc32cCodec()]
-    raise ValueError(f"unknown compressor {name!r}; choose one of {', '.join(COMPRESSORS)}")
+from sfa_cache.cache.format.codecs import codec_named
 
 
 @dataclass
@@ -79,7 +61,8 @@ class ShardData:
 
 
 def write_shard(path: str | os.PathLike, data: ShardData, compressor: str = "blosc") -> None:
-    """Write `data` as a Zarr v3 group at `path`, replacing anything there."""
+    """Write `data` as a Zarr v3 group at `path`, replacing anything there; the features with the
+    chain of `compressor`'s entry in `codecs.CODECS`."""
     import zarr
 
     path = Path(path)
@@ -89,7 +72,7 @@ def write_shard(path: str | os.PathLike, data: ShardData, compressor: str = "blo
     features = group.create_array(
         "features", shape=data.features.shape, dtype=data.features.dtype,
         chunks=(1, v, f, d), shards=(max(n, 1), v, f, d),
-        compressors=compressor_codecs(compressor), fill_value=np.nan,
+        compressors=codec_named(compressor).codecs(), fill_value=np.nan,
     )
     features[...] = data.features
     for name in ("labels", "clip_index", "frame_index", "valid"):
@@ -113,12 +96,3 @@ def _fsync_tree(path: Path) -> None:
     finally:
         os.close(fd)
 
-
-def read_shard(path: str | os.PathLike) -> ShardData:
-    """Every array of a shard (for verification and tests; training reads clip by clip)."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode="r")
-    return ShardData(
-        **{name: group[name][...] for name in ("features", "labels", "clip_index", "frame_index", "valid")}
-    )

@@ -1,7 +1,7 @@
 """Where things live in a feature cache directory, and the small JSON files that describe it.
 
     CACHE/extract.json              the job: settings and key (written first)
-    CACHE/shards/shard-NNNNN.zarr   one Zarr v3 group per shard (see `writer.py`)
+    CACHE/shards/shard-NNNNN.zarr   one Zarr v3 group per shard (see `write.py`)
     CACHE/shards/shard-NNNNN.done   completion marker, written atomically after the shard
     CACHE/failures.jsonl            clips that could not be decoded
     CACHE/cache.json                the index, written last: its presence means "complete"
@@ -32,12 +32,10 @@ JOB_FILE = "extract.json"
 SHARDS_DIR = "shards"
 LOCKS_DIR = ".locks"
 
-# The settings a cache can be made with (named here, with no heavy import, for the command line).
+# The settings a cache can be made with (named here, with no heavy import, for the command line;
+# the compressors are the names of the codec table, `codecs.COMPRESSORS`).
 VIEW_MODES = ("train", "eval")  # augmented training views | the evaluation centre view or crops
-COMPRESSORS = ("zstd", "blosc", "none")  # of the features array (docs/benchmarks.md)
 DTYPES = ("float16", "float32")  # of the stored features
-# Where Stage 2 keeps a cache's features while it trains (cache/resident.py); off = stream from disk.
-PLACEMENTS = ("auto", "gpu", "ram", "off")
 
 
 @dataclass(frozen=True)

@@ -6,34 +6,27 @@ opens zarr for one clip, reads every view and converts on the CPU). Held residen
 one `index_select` of [B x T] token rows, on the GPU when the copy fits there, else in host
 memory, and stays in the cache's float16 / bfloat16 until it reaches the training device.
 
-Where the copy goes (`choose_placement`): `gpu` when the features fit in the free GPU memory
-beside the training step (the memory model's estimate plus a margin), else `ram` when they fit
-comfortably in the host's available memory, else `stream` (`streaming.py`). The batches are the
-same in every placement (`epochs.py`).
+Whether a copy is made, and where (`gpu` or `ram`; else the shards are streamed, `streaming.py`),
+is `placement.choose_placement`'s decision. The batches are the same in every placement
+(`epochs.py`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional
+from typing import Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from sfa_cache.cache.epochs import FrameSelection, gather_tokens
-from sfa_cache.cache.layout import PLACEMENTS
-from sfa_cache.cache.reader import FeatureCache
+from sfa_cache.cache.feeds.epochs import FrameSelection, gather_tokens
+from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.data.batches import EpochSampler
-from sfa_cache.errors import SfaError
-from sfa_cache.runtime import BAR_INTERVAL, host_available_bytes, same_device
+from sfa_cache.runtime import BAR_INTERVAL, same_device
 
 log = logging.getLogger(__name__)
-
-GPU_MARGIN_BYTES = 1 << 30  # CUDA context, allocator fragmentation and what the memory model leaves out
-HOST_FRACTION = 0.6  # of the host's available memory a resident copy may take
-
 
 @dataclass
 class ResidentFeatures:
@@ -100,41 +93,6 @@ def load_resident(cache: FeatureCache, views: tuple[int, ...], *, device: torch.
     if shared:
         labels.share_memory_()
     return ResidentFeatures(tokens=tokens, labels=labels, clips=clips, views=tuple(views), source=str(cache.dir))
-
-
-def choose_placement(requested: str, nbytes: int, device: torch.device, *, step_bytes: int = 0,
-                     gpu_free: Optional[int] = None, host_free: Optional[int] = None) -> tuple[str, str]:
-    """Where `nbytes` of features go: -> (gpu | ram | stream, why in words).
-
-    `requested`: auto | gpu | ram | off (`--cache-in-memory`). A forced placement that cannot
-    hold the features is a one-line error, not a silent fallback. `step_bytes` is the training
-    step's own peak (the memory model's estimate), kept free on the GPU beside the features.
-    """
-    if requested not in PLACEMENTS:
-        raise SfaError(f"--cache-in-memory must be one of {', '.join(PLACEMENTS)}, got {requested!r}")
-    gib = lambda b: f"{b / 2**30:.2f} GiB"  # noqa: E731
-    if requested == "off":
-        return "stream", "--cache-in-memory off"
-    if requested == "gpu" and device.type != "cuda":
-        raise SfaError(f"--cache-in-memory gpu needs a CUDA training device, not {device}")
-    if device.type == "cuda" and requested in ("auto", "gpu"):
-        free = gpu_free if gpu_free is not None else torch.cuda.mem_get_info(device)[0]
-        need = nbytes + step_bytes + GPU_MARGIN_BYTES
-        if need <= free:
-            return "gpu", f"{gib(nbytes)} of features + {gib(step_bytes)} step + {gib(GPU_MARGIN_BYTES)} margin " \
-                          f"fit in {gib(free)} free on {device}"
-        if requested == "gpu":
-            raise SfaError(f"--cache-in-memory gpu: {gib(nbytes)} of features + {gib(step_bytes)} for the step + "
-                           f"{gib(GPU_MARGIN_BYTES)} margin do not fit in the {gib(free)} free on {device}; "
-                           "use --cache-in-memory auto")
-    host = host_free if host_free is not None else host_available_bytes()
-    if nbytes <= HOST_FRACTION * host:
-        return "ram", f"{gib(nbytes)} of features within {HOST_FRACTION:.0%} of {gib(host)} available host memory"
-    if requested == "ram":
-        raise SfaError(f"--cache-in-memory ram: {gib(nbytes)} of features exceed {HOST_FRACTION:.0%} of the "
-                       f"{gib(host)} of available host memory; use --cache-in-memory auto or off (streaming)")
-    return "stream", f"{gib(nbytes)} of features fit neither on the device nor in {HOST_FRACTION:.0%} of " \
-                     f"{gib(host)} host memory"
 
 
 def to_training_device(x: torch.Tensor, y: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
