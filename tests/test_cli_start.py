@@ -1,6 +1,6 @@
 """`--help` is instant: no command's help loads the ML stack (torch, timm, zarr, h5py, decord, PyAV).
 
-The help texts are built from torch-free config dataclasses (pipelines/job_configs.py); each
+The help texts are built from torch-free config dataclasses (pipelines/job_configs/); each
 command imports its pipeline only when it runs. A fresh interpreter is the only honest place to
 look at `sys.modules`: this test process has imported everything already.
 """

@@ -96,3 +96,34 @@ def test_extract_and_evaluate_from_yaml_equal_their_flags(tiny_run: Path, synthe
     assert result.exit_code == 0, result.output
     assert _last_json(result.output)["out"] == str(tmp_path / "eval")  # the file's output folder was used
     assert (tmp_path / "eval" / "metrics.json").is_file()
+
+
+def test_settings_saved_before_the_option_groups_still_load_and_resume() -> None:
+    """A run's 'train' section as sfa-cache wrote it on 2026-12-08, before the runtime and
+    decoding option groups (and with `off`, the placement's former word): it resolves to the
+    config of the same flags today, and a resume sees no difference in any setting."""
+    from sfa_cache.configs import config_to_dict
+    from sfa_cache.pipelines.job_configs import (
+        STAGE1_RUNTIME_KEYS,
+        TRAIN_TEMPORAL_RUNTIME_KEYS,
+        resolve_stage1_config,
+        resolve_train_temporal_config,
+    )
+    from sfa_cache.run.claim import _identity
+
+    records = Path(__file__).parent / "records"
+    old_s1 = json.loads((records / "stage1-train-2026-12-08.json").read_text())
+    s1 = resolve_stage1_config(old_s1)
+    assert s1 == resolve_stage1_config(dict(
+        train_manifest="data/train.csv", val_manifest="data/val.csv", out="runs/s1", backbone="vit_tiny_patch16_224",
+        image_size=32, frames=8, num_workers=2, decode_timeout=30.0, backend="pyav", device="cpu", batch_size=4,
+        lr=5e-4, optimizer="adamw", patience=3, epochs=20))
+    assert (s1.backend, s1.decode_timeout, s1.device, s1.num_workers) == ("pyav", 30.0, "cpu", 2)
+    assert _identity(old_s1, STAGE1_RUNTIME_KEYS) == _identity(config_to_dict(s1), STAGE1_RUNTIME_KEYS)
+    assert set(config_to_dict(s1)) == set(old_s1)  # the same keys: the file's format has not changed
+
+    old_s2 = json.loads((records / "stage2-train-2026-12-08.json").read_text())
+    s2 = resolve_train_temporal_config(old_s2)
+    assert s2.cache_in_memory == "stream" and (s2.device, s2.num_workers) == ("cpu", 1)
+    assert _identity(old_s2, TRAIN_TEMPORAL_RUNTIME_KEYS) == _identity(config_to_dict(s2), TRAIN_TEMPORAL_RUNTIME_KEYS)
+    assert set(config_to_dict(s2)) == set(old_s2)
