@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
-from unittest import mock
 
 import torch
 
@@ -29,7 +28,6 @@ from sfa_cache.cache.extraction.extractor import ShardExtractor
 from sfa_cache.data.decode_pool import DecodePool
 from sfa_cache.data.manifest import infer_classes, read_manifest
 from sfa_cache.distributed import DistInfo, rank_device
-from sfa_cache.pipelines import extract as extract_pipeline
 from sfa_cache.pipelines.extract import ExtractResult, run_extract
 from sfa_cache.pipelines.job_configs import ExtractConfig
 from sfa_cache.runtime import autocast, resolve_amp
@@ -71,8 +69,7 @@ def extract_with(transport: str, cfg: ExtractConfig) -> ExtractResult:
     "float32" (`FloatTransportExtractor` swapped in for this call)."""
     if transport == "uint8":
         return run_extract(cfg)
-    with mock.patch.object(extract_pipeline, "ShardExtractor", FloatTransportExtractor):
-        return run_extract(cfg)
+    return run_extract(cfg, engine=FloatTransportExtractor)
 
 
 def main() -> None:

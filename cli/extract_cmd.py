@@ -64,7 +64,7 @@ _FILE = click.Path(exists=True, dir_okay=False)
     "--clips-per-shard", default=E.clips_per_shard, show_default=True, help="Clips per Zarr shard (the unit of resume)."
 )
 @click.option("--amp", type=click.Choice(AMP_CHOICES), default=E.amp, show_default=True,
-              help="Mixed precision of the spatial forward (auto: bf16 on CUDA, none on CPU).")
+              help="Mixed precision of the spatial forward (auto: bf16 on a GPU that runs it natively, else none).")
 @click.option("--backend", type=click.Choice(BACKENDS), default=E.backend, show_default=True, help="Video decoder.")
 @click.option(
     "--batch-frames",

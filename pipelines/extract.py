@@ -115,17 +115,20 @@ def describe_job(cfg: ExtractConfig, spatial: SpatialTransformer, scfg: SpatialC
     )
 
 
-def run_extract(cfg: ExtractConfig) -> ExtractResult:
-    """Extract (or reuse, or resume) the cache for `cfg`. Returns what happened."""
+def run_extract(cfg: ExtractConfig, *, engine: type[ShardExtractor] = ShardExtractor) -> ExtractResult:
+    """Extract (or reuse, or resume) the cache for `cfg`. Returns what happened.
+
+    `engine`: the extraction engine's class; a subclass changes how clips travel or are encoded
+    (benchmarks/extract_throughput.py compares a float32 transport this way)."""
     cfg.validate()
     info = init_distributed("gloo")  # only barriers cross ranks: gloo serves CPU and GPU jobs
     try:
-        return _check_strict(cfg, _extract(cfg, info))
+        return _check_strict(cfg, _extract(cfg, info, engine))
     finally:
         shutdown_distributed()
 
 
-def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
+def _extract(cfg: ExtractConfig, info: DistInfo, engine_class: type[ShardExtractor]) -> ExtractResult:
     spatial, scfg, source, source_classes = load_source(cfg)
     manifest = read_input(cfg.manifest, read_classes_file(cfg.classes) if cfg.classes else source_classes, cfg.root,
                           cfg.split)
@@ -153,8 +156,8 @@ def _extract(cfg: ExtractConfig, info: DistInfo) -> ExtractResult:
             return ExtractResult.of_cache(builder.dir, builder.index, reused=True)
         engine_cfg = ExtractorConfig(dtype=cfg.dtype, amp=amp, batch_frames=cfg.batch_frames, workers=cfg.num_workers,
                                      decode_timeout=cfg.decode_timeout or None, progress=cfg.progress and info.is_main)
-        engine = ShardExtractor(spatial.backbone, device, spec, engine_cfg, write=builder.write_shard, seed=cfg.seed,
-                                failure_log=builder.dir / FAILURES_FILE)
+        engine = engine_class(spatial.backbone, device, spec, engine_cfg, write=builder.write_shard, seed=cfg.seed,
+                              failure_log=builder.dir / FAILURES_FILE)
         stats = engine.run(builder.todo, manifest.entries)
     if builder.index is None:  # another rank than 0: its own part
         return ExtractResult(

@@ -23,7 +23,7 @@ from sfa_cache.cache.feeds.stage2 import make_feeds
 from sfa_cache.cache.format.read import FeatureCache
 from sfa_cache.configs import config_to_dict
 from sfa_cache.cost.memory_model import estimate_step_memory
-from sfa_cache.distributed import barrier, start_processes
+from sfa_cache.distributed import DistInfo, barrier, start_processes
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import (
     AdapterConfig,
@@ -111,6 +111,24 @@ def step_bytes(model_cfg: ViViTConfig, cfg: TrainTemporalConfig, device: torch.d
                                 optimizer=cfg.optim.optimizer).total
 
 
+def _epoch_samplers(cfg: TrainTemporalConfig, train_ds: CachedFeatureDataset, val_ds: Optional[CachedFeatureDataset],
+                    info: DistInfo) -> tuple[WindowedEpochSampler, Optional[tuple[CachedFeatureDataset, Any]]]:
+    """The training order (shards shuffled within windows, this rank's share) and the validation
+    part (dataset, its unshuffled order); warns when a window holds few of the classes."""
+    sampler = WindowedEpochSampler(train_ds.shard_of, window=cfg.shuffle_window, shuffle=True, seed=cfg.seed,
+                                   rank=info.rank, world_size=info.world_size)
+    coverage = window_class_coverage(sampler, train_ds.labels)
+    if coverage < 0.5:
+        log.warning("a shuffle window of %d shards holds %.0f%% of the classes on average (was the manifest sorted "
+                    "by class?): batches will see few classes; shuffle the manifest before extracting, or raise "
+                    "--shuffle-window (0: all shards)", cfg.shuffle_window, 100 * coverage)
+    val_part = None
+    if val_ds is not None:
+        val_part = (val_ds, WindowedEpochSampler(val_ds.shard_of, window=cfg.shuffle_window, shuffle=False,
+                                                 rank=info.rank, world_size=info.world_size, pad=False))
+    return sampler, val_part
+
+
 def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False,
                        preloaded: Optional[Preloaded] = None) -> dict[str, Any]:
     """Train Stage 2 and write the run directory (and OUT/assembled at the end).
@@ -132,22 +150,12 @@ def run_train_temporal(cfg: TrainTemporalConfig, *, resume: bool = False,
     if cfg.temporal_init == "stage1":
         init_from_stage1(model, cfg.stage1, classes)
     resuming = claim_run_dir(cfg.out, kind="stage2", train_config=config_to_dict(cfg), resume=resume,
-                                  runtime_keys=TRAIN_TEMPORAL_RUNTIME_KEYS)
+                             runtime_keys=TRAIN_TEMPORAL_RUNTIME_KEYS)
 
     out = Path(cfg.out)
     info, device = start_processes(cfg.device)
     model.to(device)
-    sampler = WindowedEpochSampler(train_ds.shard_of, window=cfg.shuffle_window, shuffle=True, seed=cfg.seed,
-                                   rank=info.rank, world_size=info.world_size)
-    coverage = window_class_coverage(sampler, train_ds.labels)
-    if coverage < 0.5:
-        log.warning("a shuffle window of %d shards holds %.0f%% of the classes on average (was the manifest sorted "
-                    "by class?): batches will see few classes; shuffle the manifest before extracting, or raise "
-                    "--shuffle-window (0: all shards)", cfg.shuffle_window, 100 * coverage)
-    val_part = None
-    if val_ds is not None:
-        val_part = (val_ds, WindowedEpochSampler(val_ds.shard_of, window=cfg.shuffle_window, shuffle=False,
-                                                 rank=info.rank, world_size=info.world_size, pad=False))
+    sampler, val_part = _epoch_samplers(cfg, train_ds, val_ds, info)
     feeds = make_feeds((train_ds, sampler), val_part, requested=cfg.cache_in_memory,
                        batch_size=cfg.optim.batch_size, num_workers=cfg.num_workers, device=device,
                        step_bytes=step_bytes(model_cfg, cfg, device), preloaded=preloaded)
