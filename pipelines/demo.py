@@ -183,7 +183,7 @@ def _phase_probe(cfg: DemoConfig, work: Path, seed: int) -> dict[str, Any]:
     random weights, the image checkpoint and the Stage-1 spatial ViT (docs/demo.md's premise table)."""
     import torch
 
-    from sfa_cache.data.synthetic import video_frame_cues
+    from sfa_cache.data.synthetic_images import video_frame_cues
     from sfa_cache.models.spatial import build_backbone_spatial
     from sfa_cache.run.weights import load_spatial
     from sfa_cache.train.probe import frame_tokens, linear_probe

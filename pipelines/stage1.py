@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -66,15 +66,12 @@ def build_model_config(cfg: Stage1Config, num_classes: int) -> ViViTConfig:
     return ViViTConfig(num_classes=num_classes, spatial=spatial, adapter=AdapterConfig("none"), temporal=temporal)
 
 
-def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
-    """Train, evaluate every epoch, and write the run directory. Returns the last metrics."""
-    cfg.validate()
-    resolve_trackers(cfg.log)  # an unknown or uninstalled tracker fails before anything is written
-    # Everything that can reject the input runs before the output folder is touched.
+def _read_inputs(cfg: Stage1Config) -> tuple[Manifest, Optional[Manifest]]:
+    """The training and validation inputs, checked (videos there, a decoder that reads them)
+    before anything is written."""
     train_m = read_input(cfg.train_manifest, read_classes_file(cfg.classes) if cfg.classes else None, cfg.root,
                          cfg.train_split)
-    classes = train_m.classes
-    val_m = read_input(cfg.val_manifest, classes, cfg.root, cfg.val_split) if cfg.val_manifest else None
+    val_m = read_input(cfg.val_manifest, train_m.classes, cfg.root, cfg.val_split) if cfg.val_manifest else None
     if val_m is not None and {e.path for e in val_m.entries} == {e.path for e in train_m.entries}:
         log.warning("the validation input holds exactly the %d training videos: validation measures fit, not "
                     "generalisation (for a CSV split column or an HDF5 file's split groups, check --train-split / "
@@ -83,13 +80,23 @@ def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
         if m is not None:
             _check_videos_exist(m)
             check_decoder(cfg.backend, [e.path for e in m.entries])
+    return train_m, val_m
+
+
+def run_stage1(cfg: Stage1Config, *, resume: bool = False) -> dict[str, Any]:
+    """Train, evaluate every epoch, and write the run directory. Returns the last metrics."""
+    cfg.validate()
+    resolve_trackers(cfg.log)  # an unknown or uninstalled tracker fails before anything is written
+    # Everything that can reject the input runs before the output folder is touched.
+    train_m, val_m = _read_inputs(cfg)
+    classes = train_m.classes
     model_cfg = build_model_config(cfg, len(classes))
     torch.manual_seed(cfg.seed)
     model = ViViTFE(model_cfg, pretrained=cfg.pretrained, backbone_weights=cfg.backbone_weights)
     if cfg.backbone_weights is None and not cfg.pretrained:
         log.warning("the spatial transformer starts from random weights (no --pretrained / --backbone-weights)")
     resuming = claim_run_dir(cfg.out, kind="stage1", train_config=config_to_dict(cfg), resume=resume,
-                                  runtime_keys=STAGE1_RUNTIME_KEYS)
+                             runtime_keys=STAGE1_RUNTIME_KEYS)
 
     out = Path(cfg.out)
     info, device = start_processes(cfg.device)

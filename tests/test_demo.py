@@ -157,8 +157,9 @@ def test_verdict_calls_a_capped_baseline_on_a_plateau_converged_and_a_rising_one
     brought nothing new (the patience rule, read at the cap), not when it was still climbing."""
     from sfa_cache.data.synthetic import CLASSES
     from sfa_cache.pipelines.demo_config import DemoConfig
-    from sfa_cache.pipelines.demo_report import RowResult, SeedRun, verdict
+    from sfa_cache.pipelines.demo_results import RowResult, SeedRun
     from sfa_cache.pipelines.demo_rows import demo_rows
+    from sfa_cache.pipelines.demo_verdict import verdict
 
     cfg = DemoConfig(patience=3, baseline_max_epochs=6)
     rows = {r.key: r for r in demo_rows(cfg)}

@@ -94,7 +94,7 @@ def test_image_pretraining_on_synthetic_frames_learns_and_loads(tmp_path) -> Non
     """The demo's stand-in image checkpoint: it must learn, and load through --backbone-weights."""
     import numpy as np
 
-    from sfa_cache.data.synthetic import FRAME_CLASSES, render_frames
+    from sfa_cache.data.synthetic_images import FRAME_CLASSES, render_frames
     from sfa_cache.models.config import SpatialConfig
     from sfa_cache.models.spatial import SpatialTransformer, load_backbone_weights
     from sfa_cache.train.image_pretrain import ImagePretrainConfig, pretrain_on_synthetic_frames
@@ -112,7 +112,7 @@ def test_image_pretraining_on_synthetic_frames_learns_and_loads(tmp_path) -> Non
 def test_generic_images_name_the_object_not_where_or_how_lit(tmp_path) -> None:
     """The generic stand-in's task: the object's kind, in images whose position, size and
     brightness vary, with augmentation that keeps the label; the weights load like any."""
-    from sfa_cache.data.synthetic import OBJECT_KINDS, render_objects
+    from sfa_cache.data.synthetic_images import OBJECT_KINDS, render_objects
     from sfa_cache.models.config import SpatialConfig
     from sfa_cache.models.spatial import SpatialTransformer, load_backbone_weights
     from sfa_cache.train.image_pretrain import ImagePretrainConfig, augment, pretrain_on_synthetic_frames
@@ -132,7 +132,8 @@ def test_generic_images_name_the_object_not_where_or_how_lit(tmp_path) -> None:
 
 def test_video_frame_cues_are_the_frames_facts() -> None:
     """The probe's labels: the lit frames' white shape sits in the labelled cell."""
-    from sfa_cache.data.synthetic import GRID, SyntheticConfig, video_frame_cues
+    from sfa_cache.data.synthetic import SyntheticConfig
+    from sfa_cache.data.synthetic_images import GRID, video_frame_cues
 
     frames, cells, lit = video_frame_cues(60, 4, SyntheticConfig(), np.random.default_rng(0))
     assert frames.shape == (240, 64, 64, 3) and 0.05 < lit.mean() < 0.5 and cells.max() < GRID * GRID

@@ -121,7 +121,6 @@ def fit(
     out = Path(out)
     if trainer.device.type == "cpu":  # batches of MiBs allocated and freed every step: keep the pages
         keep_freed_host_memory()
-    model: ViViTFE = trainer.module
     main = dist_info().is_main
     epochs, patience = trainer.cfg.epochs, trainer.cfg.patience
     if patience and val_loader is None:
@@ -138,32 +137,11 @@ def fit(
     ):
         epoch = trainer.epoch
         train_sampler.set_epoch(epoch)
-        t0 = time.perf_counter()
-        record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1}
-        record.update(trainer.train_epoch(train_loader, log_every=log_every if main else 0,
-                                          log=lambda r: _log(out, r, tracking), desc=f"epoch {epoch + 1}/{epochs}"))
-        _check_learnt_from_something(record, "train", epoch)
-        if val_loader is not None:
-            record.update(evaluate(model, val_loader, device=trainer.device, num_classes=trainer.num_classes,
-                                   amp=trainer.cfg.amp))
-            _check_learnt_from_something(record, "val", epoch)
-            if trainer.ema is not None:
-                ema_metrics = evaluate(trainer.ema.module, val_loader, device=trainer.device,
-                                       num_classes=trainer.num_classes, amp=trainer.cfg.amp, desc="eval (EMA)")
-                record.update({f"ema_{k}": v for k, v in ema_metrics.items()})
-        record.update(step=trainer.step, lr=trainer.lr(), epoch_seconds=time.perf_counter() - t0,
-                      peak_mem_mb=round(peak_memory_mb(trainer.device), 1))
+        record = _train_and_validate(trainer, out, train_loader, val_loader, log_every=log_every if main else 0,
+                                     tracking=tracking)
         if main:  # every rank holds the same weights and the reduced metrics; one writes them
-            rp.append_metrics(out, record)
-            save_model_weights(model, out)
-            if val_loader is not None and record["val_top1"] > max(val_top1, default=-math.inf):
-                save_best(model, out, record)  # before the state: a resumed run has its best already
-            if trainer.ema is not None:
-                save_run_copy(trainer.ema.module, out, EMA_DIR, EMA_FILE, {"decay": trainer.cfg.ema, **{
-                    k: record[k] for k in ("epoch", "step", "ema_val_top1", "ema_val_top5") if k in record}})
-            rp.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
-            if tracking is not None:  # after the state: what the trackers show is resumable
-                tracking.record(record)
+            _save_epoch(trainer, out, record, new_best=val_loader is not None
+                        and record["val_top1"] > max(val_top1, default=-math.inf), tracking=tracking)
         barrier()
         if main:
             log.info("epoch %d/%d  loss %.4f  %s%s  (%.1fs)", epoch + 1, epochs, record["train_loss"],
@@ -178,9 +156,46 @@ def fit(
     stopped_early = trainer.epoch < epochs and patience_exhausted(val_top1, patience, val_loss)
     if stopped_early and main and ran:
         log.info("stopped at epoch %d of %d: neither validation top-1 nor loss has improved for %d epochs "
-                 "(best top-1 %.2f)",
-                 trainer.epoch, epochs, patience, max(val_top1))
+                 "(best top-1 %.2f)", trainer.epoch, epochs, patience, max(val_top1))
     return {**last, "complete": trainer.epoch >= epochs or stopped_early, "stopped_early": stopped_early}
+
+
+def _train_and_validate(trainer: Trainer, out: Path, train_loader: Iterable, val_loader: Optional[Iterable], *,
+                        log_every: int, tracking: Optional[Tracking]) -> dict[str, Any]:
+    """One epoch of training, then validation (and the EMA weights' too): the epoch's record."""
+    epoch, t0 = trainer.epoch, time.perf_counter()
+    record: dict[str, Any] = {"kind": "epoch", "epoch": epoch + 1}
+    record.update(trainer.train_epoch(train_loader, log_every=log_every, log=lambda r: _log(out, r, tracking),
+                                      desc=f"epoch {epoch + 1}/{trainer.cfg.epochs}"))
+    _check_learnt_from_something(record, "train", epoch)
+    if val_loader is not None:
+        record.update(evaluate(trainer.module, val_loader, device=trainer.device, num_classes=trainer.num_classes,
+                               amp=trainer.cfg.amp))
+        _check_learnt_from_something(record, "val", epoch)
+        if trainer.ema is not None:
+            ema_metrics = evaluate(trainer.ema.module, val_loader, device=trainer.device,
+                                   num_classes=trainer.num_classes, amp=trainer.cfg.amp, desc="eval (EMA)")
+            record.update({f"ema_{k}": v for k, v in ema_metrics.items()})
+    record.update(step=trainer.step, lr=trainer.lr(), epoch_seconds=time.perf_counter() - t0,
+                  peak_mem_mb=round(peak_memory_mb(trainer.device), 1))
+    return record
+
+
+def _save_epoch(trainer: Trainer, out: Path, record: dict[str, Any], *, new_best: bool,
+                tracking: Optional[Tracking]) -> None:
+    """The epoch on disk, in the order a crash can interrupt anywhere (rank 0 only): its metrics,
+    the weights, OUT/best and OUT/ema, and last train_state.pt, which marks the epoch as done."""
+    model: ViViTFE = trainer.module
+    rp.append_metrics(out, record)
+    save_model_weights(model, out)
+    if new_best:
+        save_best(model, out, record)  # before the state: a resumed run has its best already
+    if trainer.ema is not None:
+        save_run_copy(trainer.ema.module, out, EMA_DIR, EMA_FILE, {"decay": trainer.cfg.ema, **{
+            k: record[k] for k in ("epoch", "step", "ema_val_top1", "ema_val_top5") if k in record}})
+    rp.save_train_state(out, trainer.state_dict())  # last: marks the epoch as done
+    if tracking is not None:  # after the state: what the trackers show is resumable
+        tracking.record(record)
 
 
 def _check_learnt_from_something(record: dict[str, Any], split: str, epoch: int) -> None:

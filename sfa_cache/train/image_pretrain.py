@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from sfa_cache.atomic import atomic_write
-from sfa_cache.data.synthetic import FRAME_CLASSES, OBJECT_KINDS, render_frames, render_objects
+from sfa_cache.data.synthetic_images import FRAME_CLASSES, OBJECT_KINDS, render_frames, render_objects
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import SpatialConfig
 from sfa_cache.models.spatial import SpatialTransformer, backbone_norm

@@ -122,6 +122,23 @@ class Trainer:
             self.ema.module.load_state_dict(state["ema"])
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
 
+    def _optimizer_step(self) -> float:
+        """Apply the accumulated gradients at this step's learning rate (clipped, scaled for fp16),
+        then advance the step and the EMA; returns the learning rate used."""
+        opt = self.optimizer
+        lr = self.lr()
+        set_lr(opt, lr)
+        if self.cfg.clip_grad:
+            self.scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], self.cfg.clip_grad)
+        self.scaler.step(opt)
+        self.scaler.update()
+        opt.zero_grad(set_to_none=True)
+        self.step += 1
+        if self.ema is not None:
+            self.ema.update(self.module, step=self.step)
+        return lr
+
     def train_epoch(
         self, loader: Iterable, *, log_every: int = 0, log: Any = None, desc: str = "train"
     ) -> dict[str, float]:
@@ -164,17 +181,7 @@ class Trainer:
                 loss_sum += loss.detach() * y.shape[0]
                 seen += y.shape[0]
             if (i + 1) % cfg.accum_steps == 0 or last:
-                lr = self.lr()
-                set_lr(opt, lr)
-                if cfg.clip_grad:
-                    self.scaler.unscale_(opt)
-                    nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], cfg.clip_grad)
-                self.scaler.step(opt)
-                self.scaler.update()
-                opt.zero_grad(set_to_none=True)
-                self.step += 1
-                if self.ema is not None:
-                    self.ema.update(self.module, step=self.step)
+                lr = self._optimizer_step()
                 logging_now = log is not None and log_every and self.step % log_every == 0
                 if self.step % SYNC_EVERY == 0 or logging_now or last:
                     finite.check()
