@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from benchmarks.common import machine, table
-from sfa_cache.cost.plan import PlanRow, plan_frames
+from sfa_cache.cost.frame_planner import PlanRow, plan_frames
 from sfa_cache.cost.regimes import REGIME_LABELS
 from sfa_cache.report import human_bytes, parse_size
 

@@ -35,8 +35,8 @@ from sfa_cache.cache.feeds.dataset import CachedFeatureDataset
 from sfa_cache.cache.feeds.epochs import WindowedEpochSampler
 from sfa_cache.cache.feeds.stage2 import make_feeds
 from sfa_cache.cache.format.read import FeatureCache
+from sfa_cache.cost.frame_planner import largest_fitting
 from sfa_cache.cost.memory_model import estimate_step_memory
-from sfa_cache.cost.plan import largest_fitting
 from sfa_cache.cost.regimes import REGIMES, TrainStep, build_regime_model, regime_config, spatial_shape
 from sfa_cache.report import human_bytes
 from sfa_cache.train.loop import Trainer

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sfa_cache.cost.plan import PlanRow, plan_frames
+from sfa_cache.cost.frame_planner import PlanRow, plan_frames
 from sfa_cache.cost.regimes import REGIME_LABELS
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.job_configs import PlanConfig

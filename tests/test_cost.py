@@ -14,8 +14,8 @@ import torch
 from click.testing import CliRunner
 
 from sfa_cache.cli.main import cli
+from sfa_cache.cost.frame_planner import largest_fitting, measure_step_memory
 from sfa_cache.cost.memory_model import estimate_step_memory, saved_activation_bytes
-from sfa_cache.cost.plan import largest_fitting, measure_step_memory
 from sfa_cache.cost.regimes import TrainStep, build_regime_model, regime_config, regime_forward, regime_input
 from sfa_cache.errors import SfaError
 from sfa_cache.report import parse_size
