@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from sfa_cache.cli.options import command_settings, config_option
-from sfa_cache.configs import config_from_dict
 from sfa_cache.pipelines.demo_config import CHECKPOINTS, DemoConfig
 from sfa_cache.runtime import AMP_CHOICES
+from sfa_cache.settings_io import config_from_dict
 
 D = DemoConfig
 

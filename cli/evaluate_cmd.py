@@ -7,11 +7,11 @@ import json
 import click
 
 from sfa_cache.cli.options import command_settings, config_option, input_option
-from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.job_configs import EvaluateConfig
 from sfa_cache.runtime import AMP_MODES
+from sfa_cache.settings_io import config_from_dict
 from sfa_cache.video.reader import BACKENDS
 
 E = EvaluateConfig

@@ -9,10 +9,10 @@ import click
 from sfa_cache.cache.format.codecs import COMPRESSORS
 from sfa_cache.cache.format.layout import DTYPES, VIEW_MODES
 from sfa_cache.cli.options import command_settings, config_option, input_option, randaugment_options
-from sfa_cache.configs import config_from_dict
 from sfa_cache.data.inputs import INPUT_HELP
 from sfa_cache.pipelines.job_configs import ExtractConfig
 from sfa_cache.runtime import AMP_CHOICES
+from sfa_cache.settings_io import config_from_dict
 from sfa_cache.video.reader import BACKENDS
 
 E = ExtractConfig

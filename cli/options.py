@@ -37,7 +37,7 @@ def command_settings(ctx: click.Context, *, drop: tuple[str, ...] = ()) -> dict[
         values.pop(key, None)
     if path is None:
         return values
-    from sfa_cache.configs import read_settings_file
+    from sfa_cache.settings_io import read_settings_file
 
     data = read_settings_file(path)
     if "kind" in data and isinstance(data.get("train"), dict):  # a run record: the job is its 'train'

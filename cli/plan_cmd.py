@@ -6,9 +6,9 @@ import json
 
 import click
 
-from sfa_cache.configs import config_from_dict
 from sfa_cache.pipelines.job_configs import PlanConfig
 from sfa_cache.runtime import AMP_MODES
+from sfa_cache.settings_io import config_from_dict
 from sfa_cache.train.optim import OPTIMIZERS
 
 P = PlanConfig

@@ -35,7 +35,6 @@ import torch
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
 from sfa_cache.cache.feeds.shared import CacheUse, Preloaded, share_host_copies
-from sfa_cache.configs import read_settings_file
 from sfa_cache.errors import SfaError
 from sfa_cache.fresh_process import die_with_parent
 from sfa_cache.pipelines.job_configs import resolve_train_temporal_config
@@ -45,6 +44,7 @@ from sfa_cache.report import markdown_table
 from sfa_cache.run.progress import read_metrics
 from sfa_cache.run.record import holds_run
 from sfa_cache.runtime import LOG_DATEFMT
+from sfa_cache.settings_io import read_settings_file
 
 log = logging.getLogger("sfa_cache")
 

@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-from sfa_cache.configs import config_to_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import SpatialSource
 from sfa_cache.models.vivit import ViViTFE
@@ -16,6 +15,7 @@ from sfa_cache.run.claim import claim_assembled_dir
 from sfa_cache.run.record import RunRecord, read_run_record, write_record
 from sfa_cache.run.weights import MODEL_FILE, read_weights, save_model_weights, spatial_from_source
 from sfa_cache.runtime import library_versions
+from sfa_cache.settings_io import config_to_dict
 
 log = logging.getLogger("sfa_cache")
 

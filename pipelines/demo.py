@@ -37,7 +37,6 @@ from typing import Any, Callable
 import numpy as np
 
 from sfa_cache.atomic import atomic_write_json
-from sfa_cache.configs import config_to_dict
 from sfa_cache.data.synthetic import SyntheticConfig, make_synthetic
 from sfa_cache.errors import SfaError
 from sfa_cache.fresh_process import run_in_fresh_process
@@ -53,6 +52,7 @@ from sfa_cache.pipelines.job_configs import (
 from sfa_cache.run.copies import BEST_DIR
 from sfa_cache.run.record import holds_run
 from sfa_cache.runtime import resolve_amp, resolve_device
+from sfa_cache.settings_io import config_to_dict
 from sfa_cache.train.image_pretrain import ImagePretrainConfig, pretrain_on_synthetic_frames
 
 log = logging.getLogger("sfa_cache")

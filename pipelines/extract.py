@@ -17,7 +17,6 @@ from typing import Any, Optional
 from sfa_cache.cache.extraction.builder import CacheBuilder
 from sfa_cache.cache.extraction.extractor import ExtractorConfig, ShardExtractor
 from sfa_cache.cache.format.index import CachedSpatial, CacheIndex, ExtractionSettings, ManifestInfo, ViewSettings
-from sfa_cache.configs import config_to_dict
 from sfa_cache.data.failures import FAILURES_FILE, read_failures
 from sfa_cache.data.inputs import describe_input, input_name, read_input
 from sfa_cache.data.manifest import Manifest, manifest_digest, read_classes_file
@@ -30,6 +29,7 @@ from sfa_cache.pipelines.job_configs import ExtractConfig
 from sfa_cache.run.record import read_run_record
 from sfa_cache.run.weights import load_spatial
 from sfa_cache.runtime import library_versions, resolve_amp
+from sfa_cache.settings_io import config_to_dict
 from sfa_cache.video.clips import ClipSpec
 from sfa_cache.video.reader import check_decoder
 from sfa_cache.video.transforms import AugmentConfig

@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 import torch
 
-from sfa_cache.configs import config_to_dict
 from sfa_cache.data.batches import EpochSampler
 from sfa_cache.data.failures import record_failure
 from sfa_cache.data.inputs import read_input
@@ -30,6 +29,7 @@ from sfa_cache.pipelines.job_configs import STAGE1_RUNTIME_KEYS, Stage1Config
 from sfa_cache.run.claim import claim_run_dir
 from sfa_cache.run.progress import failures_file
 from sfa_cache.run.record import RunRecord
+from sfa_cache.settings_io import config_to_dict
 from sfa_cache.train.fit import begin_run, fit_tracked
 from sfa_cache.train.loop import Trainer
 from sfa_cache.train.tracking import resolve_trackers

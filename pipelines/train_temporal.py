@@ -21,7 +21,6 @@ from sfa_cache.cache.feeds.epochs import WindowedEpochSampler, window_class_cove
 from sfa_cache.cache.feeds.shared import Preloaded
 from sfa_cache.cache.feeds.stage2 import make_feeds
 from sfa_cache.cache.format.read import FeatureCache
-from sfa_cache.configs import config_to_dict
 from sfa_cache.cost.memory_model import estimate_step_memory
 from sfa_cache.distributed import DistInfo, barrier, start_processes
 from sfa_cache.errors import SfaError
@@ -39,6 +38,7 @@ from sfa_cache.pipelines.job_configs import TRAIN_TEMPORAL_RUNTIME_KEYS, TrainTe
 from sfa_cache.run.claim import claim_run_dir
 from sfa_cache.run.record import RunRecord, read_model_config
 from sfa_cache.run.weights import init_from_stage1, read_spatial_fingerprint
+from sfa_cache.settings_io import config_to_dict
 from sfa_cache.train.fit import begin_run, fit_tracked
 from sfa_cache.train.loop import Trainer
 from sfa_cache.train.optim import trainable_count

@@ -102,7 +102,6 @@ def test_settings_saved_before_the_option_groups_still_load_and_resume() -> None
     """A run's 'train' section as sfa-cache wrote it on 2026-12-08, before the runtime and
     decoding option groups (and with `off`, the placement's former word): it resolves to the
     config of the same flags today, and a resume sees no difference in any setting."""
-    from sfa_cache.configs import config_to_dict
     from sfa_cache.pipelines.job_configs import (
         STAGE1_RUNTIME_KEYS,
         TRAIN_TEMPORAL_RUNTIME_KEYS,
@@ -110,6 +109,7 @@ def test_settings_saved_before_the_option_groups_still_load_and_resume() -> None
         resolve_train_temporal_config,
     )
     from sfa_cache.run.claim import _identity
+    from sfa_cache.settings_io import config_to_dict
 
     records = Path(__file__).parent / "records"
     old_s1 = json.loads((records / "stage1-train-2026-12-08.json").read_text())

@@ -132,10 +132,10 @@ def test_demo_runs_every_row_reports_and_reuses(tmp_path: Path) -> None:
     assert "Verdict (mean of 2 seeds)" in two.output and " ± " in two.output
 
     # A stalled row is trained again from another seed (here row I, with --restarts 1).
-    from sfa_cache.configs import config_from_dict
     from sfa_cache.pipelines.demo import _phase_row
     from sfa_cache.pipelines.demo_config import DemoConfig
     from sfa_cache.pipelines.demo_rows import demo_rows
+    from sfa_cache.settings_io import config_from_dict
 
     cfg = config_from_dict(DemoConfig, {**json.loads((work / "demo.json").read_text()), "restarts": 1})
     row_i = next(r for r in demo_rows(cfg) if r.key == "I")

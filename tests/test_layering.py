@@ -16,7 +16,7 @@ SOURCES = {"sfa_cache": REPO / "sfa_cache", "sfa_cache.pipelines": REPO / "pipel
 LAYERS = [
     ["sfa_cache.errors"],
     [
-        "sfa_cache", "sfa_cache.atomic", "sfa_cache.configs", "sfa_cache.folders", "sfa_cache.jsonl",
+        "sfa_cache", "sfa_cache.atomic", "sfa_cache.settings_io", "sfa_cache.folders", "sfa_cache.jsonl",
         "sfa_cache.report", "sfa_cache.compare",
     ],
     ["sfa_cache.runtime", "sfa_cache.plot"],

@@ -10,13 +10,13 @@ import torch
 from conftest import TINY_BACKBONE, tiny_config
 from safetensors.torch import save_file
 
-from sfa_cache.configs import config_from_dict, config_to_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.adapter import build_adapter
 from sfa_cache.models.config import AdapterConfig, SpatialConfig, TemporalConfig, ViViTConfig, temporal_preset
 from sfa_cache.models.spatial import SpatialTransformer, load_backbone_weights
 from sfa_cache.models.temporal import TemporalTransformer, resize_temporal_pos_embed
 from sfa_cache.models.vivit import ViViTFE, load_vivit_state_dict
+from sfa_cache.settings_io import config_from_dict, config_to_dict
 
 
 def _clip(b: int = 2, t: int = 4, size: int = 32) -> torch.Tensor:

@@ -15,13 +15,13 @@ from conftest import TINY_BACKBONE
 from safetensors.torch import load_file
 
 from sfa_cache.cli.main import cli
-from sfa_cache.configs import config_to_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.job_configs import Stage1Config, resolve_stage1_config
 from sfa_cache.pipelines.stage1 import run_stage1
 from sfa_cache.run.progress import load_train_state, read_metrics
 from sfa_cache.run.record import read_run_record
 from sfa_cache.run.weights import load_model
+from sfa_cache.settings_io import config_to_dict
 
 
 @pytest.fixture(scope="module")

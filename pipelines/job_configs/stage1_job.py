@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from sfa_cache.configs import config_from_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.pipelines.job_configs.common import (
     DecodeOptions,
@@ -14,6 +13,7 @@ from sfa_cache.pipelines.job_configs.common import (
     flatten_optim,
     nest_optim,
 )
+from sfa_cache.settings_io import config_from_dict
 from sfa_cache.train.optim import OptimConfig
 
 # The paper's per-dataset recipe (supplementary Table 1). Learning rates are for a global batch

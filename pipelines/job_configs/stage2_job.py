@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from sfa_cache.cache.feeds.placement import canonical_request, check_request
-from sfa_cache.configs import config_from_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.models.config import ADAPTER_KINDS
 from sfa_cache.pipelines.job_configs.common import RuntimeOptions, flatten_optim, nest_optim
+from sfa_cache.settings_io import config_from_dict
 from sfa_cache.train.optim import OptimConfig
 
 TEMPORAL_INITS = ("stage1", "scratch")

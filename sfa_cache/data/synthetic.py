@@ -28,9 +28,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from sfa_cache.atomic import atomic_write_json, atomic_write_text
-from sfa_cache.configs import config_to_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.folders import folder_marker
+from sfa_cache.settings_io import config_to_dict
 from sfa_cache.video.writer import write_video
 
 MOTION_CLASSES = ("move_left", "move_right", "move_up", "move_down")

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence, get_args
 
 from sfa_cache.atomic import atomic_write_json
-from sfa_cache.configs import config_from_dict, config_to_dict
 from sfa_cache.data.manifest import CLASSES_FILE
 from sfa_cache.errors import SfaError
 from sfa_cache.folders import read_json_object
 from sfa_cache.models.config import SpatialSource, ViViTConfig
+from sfa_cache.settings_io import config_from_dict, config_to_dict
 
 CONFIG_FILE = "config.json"
 RUN_FORMAT = 1

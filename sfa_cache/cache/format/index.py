@@ -19,10 +19,10 @@ from typing import Any, ClassVar, Optional
 from sfa_cache.atomic import atomic_write_json
 from sfa_cache.cache.format.codecs import COMPRESSORS
 from sfa_cache.cache.format.layout import CACHE_FILE, CACHE_FORMAT, DTYPES, JOB_FILE, VIEW_MODES
-from sfa_cache.configs import config_from_dict, config_to_dict
 from sfa_cache.errors import SfaError
 from sfa_cache.folders import read_json_object
 from sfa_cache.models.config import SpatialSource
+from sfa_cache.settings_io import config_from_dict, config_to_dict
 
 
 @dataclass
