@@ -9,7 +9,7 @@ from conftest import frame_ids
 
 from sfa_cache.errors import SfaError, VideoReadError
 from sfa_cache.video.reader import BACKENDS, open_video
-from sfa_cache.video.sampling import dense_indices, uniform_indices
+from sfa_cache.video.sampling import uniform_indices
 from sfa_cache.video.transforms import AugmentConfig, eval_transform, rand_augment, train_transform
 
 
@@ -79,21 +79,11 @@ def test_short_videos_give_valid_repeated_indices(num_frames: int, train: bool) 
     assert idx.shape == (8,)
     assert idx.min() >= 0 and idx.max() < num_frames
     assert (np.diff(idx) >= 0).all()
-    d = dense_indices(num_frames, 8, 2, train=train, rng=rng)
-    assert d.min() >= 0 and d.max() < num_frames
 
 
 def test_long_video_uniform_covers_the_whole_video() -> None:
     idx = uniform_indices(100_000, 32, train=False)
     assert idx[0] < 100_000 / 32 and idx[-1] > 100_000 * 31 / 32
-
-
-def test_dense_sampling() -> None:
-    assert dense_indices(100, 4, 3, train=False).tolist() == [45, 48, 51, 54]  # (100 - 10) // 2
-    rng = np.random.default_rng(1)
-    for _ in range(50):
-        d = dense_indices(100, 4, 3, train=True, rng=rng)
-        assert (np.diff(d) == 3).all() and d[-1] < 100
 
 
 def test_sampling_rejects_nonpositive_frames() -> None:

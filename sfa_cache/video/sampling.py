@@ -1,6 +1,6 @@
 """Which frames of a video to decode.
 
-Both samplers always return `n` valid indices in [0, num_frames): a video shorter than the
+The sampler always returns `n` valid indices in [0, num_frames): a video shorter than the
 request (even a single frame) yields repeated indices, never an error or an out-of-range seek.
 """
 
@@ -54,24 +54,3 @@ def multi_clip_indices(num_frames: int, n: int, clips: int) -> np.ndarray:
     offsets = (np.arange(clips) + 0.5) / clips
     idx = np.floor((np.arange(n)[None, :] + offsets[:, None]) * seg).astype(np.int64)
     return np.clip(idx, 0, num_frames - 1)
-
-
-def dense_indices(
-    num_frames: int, n: int, stride: int, *, train: bool, rng: Optional[np.random.Generator] = None
-) -> np.ndarray:
-    """`n` frames at a fixed `stride` from a start point (random in training, centred in eval).
-
-    A window longer than the video is clamped at the last frame (the tail repeats).
-    """
-    _check(num_frames, n)
-    if stride < 1:
-        raise SfaError(f"stride must be >= 1, got {stride}")
-    span = (n - 1) * stride + 1
-    room = max(0, num_frames - span)
-    if train:
-        if rng is None:
-            raise ValueError("training sampling needs an rng")
-        start = int(rng.integers(0, room + 1))
-    else:
-        start = room // 2
-    return np.minimum(start + np.arange(n) * stride, num_frames - 1).astype(np.int64)
