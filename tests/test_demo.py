@@ -180,9 +180,39 @@ def test_verdict_calls_a_capped_baseline_on_a_plateau_converged_and_a_rising_one
 
     assert "ended its 6-epoch schedule on a plateau of 3 epochs, on every seed" in baseline_claim(
         [50.0, 95.0, 95.0, 95.0, 95.0, 95.0])
-    assert "hit its 6-epoch cap while still improving on 1 of 1 seeds" in baseline_claim(
-        [50.0, 60.0, 70.0, 80.0, 90.0, 95.0])
+    rising = baseline_claim([50.0, 60.0, 70.0, 80.0, 90.0, 95.0])
+    assert "hit its 6-epoch cap while still improving on 1 of 1 seeds" in rising
+    # Beating a baseline that was still improving says more of its cap than of the recipe: no verdict.
+    assert rising.startswith("- NOT TESTED (the baseline did not converge on 1 of 1 seeds): "), rising
+    assert baseline_claim([50.0, 95.0, 95.0, 95.0, 95.0, 95.0]).startswith("- NOT reproduced: ")
     # A baseline that did not learn (a class never right on validation, on every attempt) decides nothing.
     stalled = baseline_claim([50.0, 50.0, 50.0, 50.0, 50.0, 50.0], stalled=True)
     assert stalled.startswith("- NOT TESTED (a row stalled on every attempt: baseline on seed 0 (never right on "
                               "move_left))"), stalled
+
+
+def test_time_to_target_against_a_baseline_that_never_got_there_is_bounded_by_its_cost() -> None:
+    """Where the baseline never reached the target, all it trained stands in for its time: the
+    ratio is then an upper bound, and the claim can still fail (it used to pass unconditionally)."""
+    from sfa_cache.data.synthetic import CLASSES
+    from sfa_cache.pipelines.demo_config import DemoConfig
+    from sfa_cache.pipelines.demo_results import RowResult, SeedRun
+    from sfa_cache.pipelines.demo_rows import demo_rows
+    from sfa_cache.pipelines.demo_verdict import _time_to_target_claim
+
+    rows = {r.key: r for r in demo_rows(DemoConfig())}
+
+    def result(key: str, seconds: list[float], top1: list[float]) -> RowResult:
+        run = SeedRun(top1=top1[-1], top5=100.0, per_class={c: top1[-1] for c in CLASSES},
+                      curve=Curve(tuple(seconds), tuple(top1)), cost_parts={"training": seconds[-1]},
+                      epochs=len(top1), stopped_early=True, peak_mem_mb=1.0)
+        return RowResult(rows[key], [run], [80.0])
+
+    sfa = result("sfa", [30.0, 60.0], [70.0, 81.0])  # reaches 80 after 60 s
+    ok, text = _time_to_target_claim(sfa, result("baseline", [100.0, 200.0], [60.0, 75.0]))  # never: 200 s paid
+    assert ok and "a ratio of 0.30" in text and "never reached it on 1 of 1 seeds" in text
+    ok, text = _time_to_target_claim(sfa, result("baseline", [50.0, 100.0], [60.0, 75.0]))  # never, after 100 s
+    assert not ok and "a ratio of 0.60" in text
+    ok, text = _time_to_target_claim(sfa, result("baseline", [50.0, 150.0], [60.0, 85.0]))  # there at 150 s
+    assert ok and "a ratio of 0.40" in text and "never reached" not in text
+
