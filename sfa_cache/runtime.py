@@ -91,7 +91,7 @@ def resolve_amp(amp: str, device: torch.device, *, bf16_on_cpu: bool = False) ->
     CPU unless asked; the demo, a timed benchmark, takes bf16 wherever it is native.
     """
     if amp == "auto":
-        native = runs_bf16_fast(device) and (device.type == "cuda" or bf16_on_cpu)
+        native = (device.type == "cuda" or bf16_on_cpu) and runs_bf16_fast(device)  # probe only when it counts
         return "bf16" if native else "none"
     check_amp(amp, device)
     return amp

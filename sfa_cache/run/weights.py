@@ -21,7 +21,7 @@ from sfa_cache.models.config import SpatialConfig, SpatialSource
 from sfa_cache.models.fingerprint import FINGERPRINT_VERSION, spatial_fingerprint
 from sfa_cache.models.spatial import SpatialTransformer, build_backbone_spatial
 from sfa_cache.models.vivit import ViViTFE, load_vivit_state_dict
-from sfa_cache.run.record import CONFIG_FILE, read_model_config, read_run_record
+from sfa_cache.run.record import holds_run, read_model_config, read_run_record
 
 log = logging.getLogger("sfa_cache")
 
@@ -131,7 +131,7 @@ def spatial_from_source(source: SpatialSource, fingerprint: str, *,
     """
     if run is None and source.run is not None:
         run = source.run
-        if not (Path(run) / CONFIG_FILE).is_file():
+        if not holds_run(run):
             raise SfaError(f"the run holding the spatial weights, {run}, is not there any more; pass "
                            "--spatial-run with where it is now")
     if run is not None:
